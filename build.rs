@@ -1,0 +1,58 @@
+//! Generates `include/dlbridge.h` with cbindgen.
+//!
+//! The DLPack types are spliced in from `include/dlpack_types.h.in` (they come
+//! from dlpark in Rust, so cbindgen only sees their names); the version macros
+//! come from the crate version. The header is written to `OUT_DIR` and copied
+//! to `include/` when it changed; the test script checks that the committed
+//! copy has no drift (`git diff --exit-code include/dlbridge.h`).
+
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let dlpack_types = root.join("include/dlpack_types.h.in");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed={}", dlpack_types.display());
+    println!("cargo:rerun-if-changed=src");
+
+    let mut config =
+        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let version = env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION");
+    let part = |key: &str| env::var(key).expect(key);
+    config.after_includes = Some(format!(
+        "\n#define DLBRIDGE_VERSION \"{version}\"\n\
+         #define DLBRIDGE_VERSION_MAJOR {}\n\
+         #define DLBRIDGE_VERSION_MINOR {}\n\
+         #define DLBRIDGE_VERSION_PATCH {}\n\n{}",
+        part("CARGO_PKG_VERSION_MAJOR"),
+        part("CARGO_PKG_VERSION_MINOR"),
+        part("CARGO_PKG_VERSION_PATCH"),
+        fs::read_to_string(&dlpack_types).expect("include/dlpack_types.h.in"),
+    ));
+
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&root)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen failed to generate include/dlbridge.h");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("dlbridge.h");
+    bindings.write_to_file(&out);
+    // A read-only source tree (cargo package, vendored builds) keeps its copy.
+    let committed = root.join("include/dlbridge.h");
+    // cbindgen leaves a blank line for each excluded item: fold the runs.
+    let text = fs::read_to_string(&out).expect("generated header");
+    let mut fresh = String::with_capacity(text.len());
+    for line in text.lines() {
+        if !(line.is_empty() && fresh.ends_with("\n\n")) {
+            fresh.push_str(line);
+            fresh.push('\n');
+        }
+    }
+    fs::write(&out, &fresh).expect("write generated header");
+    let fresh = fresh.into_bytes();
+    if fs::read(&committed).ok().as_deref() != Some(&fresh[..])
+        && let Err(e) = fs::write(&committed, &fresh)
+    {
+        println!("cargo:warning=could not update include/dlbridge.h: {e}");
+    }
+}

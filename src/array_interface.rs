@@ -1,0 +1,375 @@
+//! NumPy's array interface (version 3) and the CUDA array interface: type
+//! strings, byte strides, and building a tensor from their fields.
+
+use std::ffi::c_void;
+
+use dlpark::ffi::{DLDataType, DLDevice};
+
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Result, bail};
+use crate::layout::{self, Dims};
+use crate::owner::ReleaseFn;
+use crate::tensor::{Flags, RawView, Tensor};
+
+/// The array-interface version this module speaks.
+pub const VERSION: i32 = 3;
+
+#[cfg(target_endian = "little")]
+const NATIVE: u8 = b'<';
+#[cfg(target_endian = "big")]
+const NATIVE: u8 = b'>';
+
+/// The type string of `dtype` ("<f4", "|b1", "<c8").
+///
+/// NumPy has no type for bfloat16, FP8, complex32 or vector types: they
+/// become raw bytes, "<V2" / "|V1" / ..., the way ml_dtypes' dtypes appear,
+/// and keep their identity through the separate DLPack dtype field.
+/// Packed sub-byte data has no array-interface form.
+pub fn typestr(dtype: DType, padded: bool) -> Result<String> {
+    let Some(size) = dtype.itemsize(padded) else {
+        bail!(
+            UnsupportedDtype,
+            "packed {dtype} data has no array-interface form (elements are smaller than a byte)"
+        );
+    };
+    let raw = dtype.raw();
+    let kind = if raw.lanes != 1 || dtype.is_subbyte() {
+        'V'
+    } else {
+        match (raw.code.0, raw.bits) {
+            (6, _) => 'b',
+            (0, 8..) => 'i',
+            (1, 8..) => 'u',
+            (2, _) => 'f',
+            (5, 64 | 128) => 'c',
+            _ => 'V',
+        }
+    };
+    let order = if size == 1 { '|' } else { NATIVE as char };
+    Ok(format!("{order}{kind}{size}"))
+}
+
+/// The DLPack type of an array-interface type string.
+///
+/// `hint` is the caller's DLPack type: required for raw-byte types ("V"),
+/// which it names (bfloat16 as "<V2", FP8 as "|V1"); for other kinds it
+/// must agree with the string. Non-native byte order is refused.
+pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
+    let bytes = typestr.as_bytes();
+    let size = typestr.get(2..).and_then(|s| {
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<usize>().ok()
+        } else {
+            None
+        }
+    });
+    let (Some(&order), Some(&kind), Some(size)) = (bytes.first(), bytes.get(1), size) else {
+        bail!(
+            InvalidTypestr,
+            "malformed typestr {typestr:?}: expected byte order, kind and item size, e.g. \"<f4\""
+        );
+    };
+    if !matches!(order, b'<' | b'>' | b'|' | b'=') {
+        bail!(
+            InvalidTypestr,
+            "malformed typestr {typestr:?}: byte order must be one of < > | ="
+        );
+    }
+    if size == 0 {
+        bail!(InvalidTypestr, "malformed typestr {typestr:?}: item size 0");
+    }
+    if size > 1 && order != b'|' && order != b'=' && order != NATIVE {
+        bail!(
+            ByteOrder,
+            "typestr {typestr:?} is not in native byte order; byte-swap it first"
+        );
+    }
+    let parsed = match (kind, size) {
+        (b'b', 1) => DType::BOOL,
+        (b'i', 1) => DType::INT8,
+        (b'i', 2) => DType::INT16,
+        (b'i', 4) => DType::INT32,
+        (b'i', 8) => DType::INT64,
+        (b'u', 1) => DType::UINT8,
+        (b'u', 2) => DType::UINT16,
+        (b'u', 4) => DType::UINT32,
+        (b'u', 8) => DType::UINT64,
+        (b'f', 2) => DType::FLOAT16,
+        (b'f', 4) => DType::FLOAT32,
+        (b'f', 8) => DType::FLOAT64,
+        (b'c', 8) => DType::COMPLEX64,
+        (b'c', 16) => DType::COMPLEX128,
+        (b'V', _) => {
+            let Some(hint) = hint else {
+                bail!(
+                    UnsupportedDtype,
+                    "typestr {typestr:?} is raw bytes: say which DLPack dtype it holds (e.g. bfloat16 for \"<V2\")"
+                );
+            };
+            let dtype = DType::new(hint)?;
+            if dtype.itemsize(true) != Some(size) {
+                bail!(
+                    InvalidArgument,
+                    "typestr {typestr:?} holds {size}-byte items but dtype {dtype} does not"
+                );
+            }
+            return Ok(dtype);
+        }
+        (b'b' | b'i' | b'u' | b'f' | b'c', _) => {
+            bail!(
+                UnsupportedDtype,
+                "typestr {typestr:?}: no DLPack type of kind '{}' has {size} bytes",
+                kind as char
+            )
+        }
+        (b'm' | b'M' | b'O' | b'S' | b'U' | b'a', _) => {
+            bail!(
+                UnsupportedDtype,
+                "typestr {typestr:?}: kind '{}' (datetime, object or string) cannot be exchanged",
+                kind as char
+            )
+        }
+        _ => bail!(
+            InvalidTypestr,
+            "malformed typestr {typestr:?}: unknown kind '{}'",
+            kind as char
+        ),
+    };
+    if let Some(h) = hint
+        && h != parsed.raw()
+    {
+        let named = DType::new(h).map_or_else(|_| format!("{h:?}"), |d| d.name());
+        bail!(
+            InvalidArgument,
+            "typestr {typestr:?} is {parsed} but the dtype field says {named}"
+        );
+    }
+    Ok(parsed)
+}
+
+/// Byte strides of `tensor` (the array interface's unit).
+pub fn byte_strides(tensor: &Tensor) -> Result<Dims> {
+    let Some(size) = tensor.itemsize() else {
+        bail!(
+            UnsupportedDtype,
+            "packed {} data has no byte strides",
+            tensor.dtype()
+        );
+    };
+    // Cannot overflow: validation bounded every stride times the item size.
+    Ok(tensor.strides().iter().map(|s| s * size as i64).collect())
+}
+
+/// Element strides from byte strides; refuses strides that are not a
+/// multiple of the item size (DLPack cannot express them).
+pub fn element_strides(byte_strides: &[i64], itemsize: usize) -> Result<Dims> {
+    let size = itemsize as i64;
+    byte_strides
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if b % size != 0 {
+                bail!(
+                    InvalidStrides,
+                    "strides[{i}] = {b} bytes is not a multiple of the item size {itemsize}"
+                );
+            }
+            Ok(b / size)
+        })
+        .collect()
+}
+
+/// The fields of an array interface (`__array_interface__` or
+/// `__cuda_array_interface__`), not yet trusted.
+#[derive(Clone, Copy, Debug)]
+pub struct Fields<'a> {
+    /// Type string, e.g. "<f4".
+    pub typestr: &'a str,
+    /// DLPack type for raw-byte ("V") type strings; checked against others.
+    pub dtype: Option<DLDataType>,
+    /// Dimensions.
+    pub shape: &'a [i64],
+    /// Strides in bytes; `None` = C-contiguous.
+    pub strides: Option<&'a [i64]>,
+    /// Address of the first element.
+    pub data: *mut c_void,
+    /// Whether the memory must not be written.
+    pub readonly: bool,
+    /// Where the memory is (CPU for `__array_interface__`).
+    pub device: DLDevice,
+}
+
+/// A tensor over the memory an array interface describes. On success
+/// `release(ctx)` runs once when the last holder is gone; on failure it is
+/// not called.
+///
+/// # Safety
+/// As for [`Tensor::wrap`].
+pub unsafe fn import(
+    fields: &Fields<'_>,
+    release: Option<ReleaseFn>,
+    ctx: *mut c_void,
+) -> Result<Tensor> {
+    let device = Device::new(fields.device)?;
+    if !device.has_addresses() {
+        bail!(
+            UnsupportedDevice,
+            "the array interface needs addressable memory, not {device}"
+        );
+    }
+    let dtype = parse_typestr(fields.typestr, fields.dtype)?;
+    let padded = dtype.is_subbyte();
+    let itemsize = dtype.itemsize(padded).unwrap_or(1);
+    layout::check_ndim(i32::try_from(fields.shape.len()).unwrap_or(i32::MAX))?;
+    let strides = fields
+        .strides
+        .map(|s| element_strides(s, itemsize))
+        .transpose()?;
+    let mut flags = Flags::default();
+    if fields.readonly {
+        flags = flags | Flags::READ_ONLY;
+    }
+    if padded {
+        flags = flags | Flags::SUBBYTE_PADDED;
+    }
+    let raw = RawView {
+        data: fields.data,
+        device: device.raw(),
+        dtype: dtype.raw(),
+        shape: fields.shape,
+        strides: strides.as_deref(),
+        byte_offset: 0,
+        flags: flags.0,
+    };
+    // SAFETY: forwarded contract.
+    unsafe { Tensor::wrap(&raw, release, ctx) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use dlpark::ffi::DLDataTypeCode as Code;
+
+    #[test]
+    fn typestrs_for_every_numpy_type() {
+        let table = [
+            (DType::BOOL, "|b1"),
+            (DType::INT8, "|i1"),
+            (DType::INT16, "<i2"),
+            (DType::INT32, "<i4"),
+            (DType::INT64, "<i8"),
+            (DType::UINT8, "|u1"),
+            (DType::UINT16, "<u2"),
+            (DType::UINT32, "<u4"),
+            (DType::UINT64, "<u8"),
+            (DType::FLOAT16, "<f2"),
+            (DType::FLOAT32, "<f4"),
+            (DType::FLOAT64, "<f8"),
+            (DType::COMPLEX64, "<c8"),
+            (DType::COMPLEX128, "<c16"),
+        ];
+        for (dtype, s) in table {
+            assert_eq!(typestr(dtype, false).unwrap(), s);
+            assert_eq!(parse_typestr(s, None).unwrap(), dtype);
+            assert_eq!(parse_typestr(&s.replace('<', "="), None).unwrap(), dtype);
+        }
+    }
+
+    #[test]
+    fn raw_byte_types_keep_their_dlpack_type_when_told() {
+        let fp8 = DType::new(DLDataType {
+            code: Code::FLOAT8_E4M3FN,
+            bits: 8,
+            lanes: 1,
+        })
+        .unwrap();
+        assert_eq!(typestr(DType::BFLOAT16, false).unwrap(), "<V2");
+        assert_eq!(typestr(fp8, false).unwrap(), "|V1");
+        assert_eq!(
+            parse_typestr("<V2", Some(DType::BFLOAT16.raw())).unwrap(),
+            DType::BFLOAT16
+        );
+        assert_eq!(parse_typestr("|V1", Some(fp8.raw())).unwrap(), fp8);
+        assert_eq!(
+            parse_typestr("<V2", None).unwrap_err().kind(),
+            ErrorKind::UnsupportedDtype
+        );
+        assert_eq!(
+            parse_typestr("<V4", Some(DType::BFLOAT16.raw()))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        let fp4 = DType::new(DLDataType {
+            code: Code::FLOAT4_E2M1FN,
+            bits: 4,
+            lanes: 1,
+        })
+        .unwrap();
+        assert_eq!(typestr(fp4, true).unwrap(), "|V1");
+        assert_eq!(
+            typestr(fp4, false).unwrap_err().kind(),
+            ErrorKind::UnsupportedDtype
+        );
+    }
+
+    #[test]
+    fn bad_typestrs_get_clear_errors() {
+        for (s, kind) in [
+            ("", ErrorKind::InvalidTypestr),
+            ("<", ErrorKind::InvalidTypestr),
+            ("<f", ErrorKind::InvalidTypestr),
+            ("f4", ErrorKind::InvalidTypestr),
+            ("<f4x", ErrorKind::InvalidTypestr),
+            ("<q4", ErrorKind::InvalidTypestr),
+            ("<f0", ErrorKind::InvalidTypestr),
+            ("<f-4", ErrorKind::InvalidTypestr),
+            (">f4", ErrorKind::ByteOrder),
+            (">c16", ErrorKind::ByteOrder),
+            ("<f16", ErrorKind::UnsupportedDtype),
+            ("<M8", ErrorKind::UnsupportedDtype),
+            ("|O8", ErrorKind::UnsupportedDtype),
+            ("<U4", ErrorKind::UnsupportedDtype),
+            ("|b2", ErrorKind::UnsupportedDtype),
+        ] {
+            assert_eq!(parse_typestr(s, None).unwrap_err().kind(), kind, "{s:?}");
+        }
+        assert_eq!(parse_typestr(">i1", None).unwrap(), DType::INT8);
+        assert_eq!(
+            parse_typestr("<f4", Some(DType::INT32.raw()))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn byte_strides_must_be_item_multiples() {
+        assert_eq!(&element_strides(&[16, 4], 4).unwrap()[..], &[4, 1]);
+        assert_eq!(&element_strides(&[-8], 4).unwrap()[..], &[-2]);
+        let e = element_strides(&[6, 4], 4).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidStrides);
+        assert!(e.message().contains("strides[0] = 6 bytes"), "{e}");
+    }
+
+    #[test]
+    fn import_round_trips_through_byte_strides() {
+        let mut buf = [0f64; 6];
+        let f = Fields {
+            typestr: "<f8",
+            dtype: None,
+            shape: &[2, 3],
+            strides: Some(&[8, 16]),
+            data: buf.as_mut_ptr().cast(),
+            readonly: true,
+            device: Device::CPU.raw(),
+        };
+        // SAFETY: `buf` outlives the tensor; no release.
+        let t = unsafe { import(&f, None, std::ptr::null_mut()) }.unwrap();
+        assert_eq!(t.strides(), &[1, 2]);
+        assert!(t.is_readonly());
+        assert_eq!(&byte_strides(&t).unwrap()[..], &[8, 16]);
+    }
+}

@@ -1,0 +1,176 @@
+//! Devices: validation of a foreign `DLDevice` and what each kind allows.
+
+use std::fmt;
+
+use dlpark::ffi::{DLDevice, DLDeviceType as Kind};
+
+use crate::error::{Result, bail};
+
+/// A validated DLPack device: a known type and a non-negative id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Device(DLDevice);
+
+const NAMES: [(Kind, &str); 16] = [
+    (Kind::CPU, "cpu"),
+    (Kind::CUDA, "cuda"),
+    (Kind::CUDAHOST, "cuda_host"),
+    (Kind::OPENCL, "opencl"),
+    (Kind::VULKAN, "vulkan"),
+    (Kind::METAL, "metal"),
+    (Kind::VPI, "vpi"),
+    (Kind::ROCM, "rocm"),
+    (Kind::ROCMHOST, "rocm_host"),
+    (Kind::EXTDEV, "ext_dev"),
+    (Kind::CUDAMANAGED, "cuda_managed"),
+    (Kind::ONEAPI, "oneapi"),
+    (Kind::WEBGPU, "webgpu"),
+    (Kind::HEXAGON, "hexagon"),
+    (Kind::MAIA, "maia"),
+    (Kind::TRN, "trn"),
+];
+
+impl Device {
+    /// Host memory.
+    pub const CPU: Device = Device(DLDevice {
+        device_type: Kind::CPU,
+        device_id: 0,
+    });
+
+    /// Validates a foreign device.
+    pub fn new(d: DLDevice) -> Result<Device> {
+        if !NAMES.iter().any(|(k, _)| *k == d.device_type) {
+            bail!(
+                UnsupportedDevice,
+                "unknown device type {} (device id {})",
+                d.device_type.0,
+                d.device_id
+            );
+        }
+        if d.device_id < 0 {
+            bail!(UnsupportedDevice, "device id {} is negative", d.device_id);
+        }
+        Ok(Device(d))
+    }
+
+    /// A CUDA device by ordinal.
+    pub fn cuda(id: i32) -> Result<Device> {
+        Device::new(DLDevice {
+            device_type: Kind::CUDA,
+            device_id: id,
+        })
+    }
+
+    /// The DLPack value.
+    pub fn raw(self) -> DLDevice {
+        self.0
+    }
+
+    /// The device type.
+    pub fn kind(self) -> Kind {
+        self.0.device_type
+    }
+
+    /// The device id.
+    pub fn id(self) -> i32 {
+        self.0.device_id
+    }
+
+    /// Memory that the CPU can read and write directly.
+    pub fn is_host_accessible(self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::CPU | Kind::CUDAHOST | Kind::ROCMHOST | Kind::CUDAMANAGED
+        )
+    }
+
+    /// `data` is an address (not an opaque handle such as an OpenCL
+    /// `cl_mem`), so a byte offset can be folded into it. Exports fold the
+    /// offset for these devices (PyTorch and others ignore `byte_offset`).
+    pub fn has_addresses(self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::CPU
+                | Kind::CUDA
+                | Kind::CUDAHOST
+                | Kind::ROCM
+                | Kind::ROCMHOST
+                | Kind::CUDAMANAGED
+                | Kind::ONEAPI
+        )
+    }
+
+    /// Parses "cpu", "cuda", "cuda:1", "cuda_host", ... as [`Device`]'s
+    /// `Display` writes them.
+    pub fn parse(s: &str) -> Result<Device> {
+        let (name, id) = match s.split_once(':') {
+            Some((n, i)) => match i.parse::<i32>() {
+                Ok(i) => (n, i),
+                Err(_) => bail!(InvalidArgument, "bad device id in {s:?}"),
+            },
+            None => (s, 0),
+        };
+        match NAMES.iter().find(|(_, n)| *n == name) {
+            Some((kind, _)) => Device::new(DLDevice {
+                device_type: *kind,
+                device_id: id,
+            }),
+            None => bail!(InvalidArgument, "unknown device {s:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = NAMES
+            .iter()
+            .find(|(k, _)| *k == self.kind())
+            .map_or("?", |(_, n)| n);
+        match self.kind() {
+            Kind::CPU | Kind::CUDAHOST | Kind::CUDAMANAGED | Kind::ROCMHOST if self.id() == 0 => {
+                f.write_str(name)
+            }
+            _ => write!(f, "{name}:{}", self.id()),
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn known_devices_round_trip_through_their_names() {
+        for (kind, _) in NAMES {
+            let d = Device::new(DLDevice {
+                device_type: kind,
+                device_id: 1,
+            })
+            .unwrap();
+            assert_eq!(Device::parse(&d.to_string()).unwrap(), d);
+        }
+        assert_eq!(Device::CPU.to_string(), "cpu");
+        assert_eq!(Device::cuda(0).unwrap().to_string(), "cuda:0");
+        assert_eq!(Device::parse("cuda").unwrap(), Device::cuda(0).unwrap());
+    }
+
+    #[test]
+    fn refuses_unknown_types_and_negative_ids() {
+        for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1)] {
+            let e = Device::new(DLDevice {
+                device_type: Kind(t as u32),
+                device_id: id,
+            })
+            .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnsupportedDevice);
+        }
+        assert!(Device::parse("tpu").is_err());
+        assert!(Device::parse("cuda:x").is_err());
+    }
+}

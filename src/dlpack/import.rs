@@ -1,0 +1,91 @@
+//! DLPack consumer. Ownership passes on every call: on success the tensor
+//! holds the producer's deleter and runs it once when the last holder goes;
+//! on any failure the deleter has run before the function returns.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR_VERSION};
+
+use super::ManagedAbi;
+use super::export::{self, Exported};
+use crate::error::{Result, bail};
+use crate::layout;
+use crate::tensor::{RawView, Tensor};
+
+/// Consumes a `DLManagedTensorVersioned`.
+///
+/// A major version other than ours: the deleter is called and nothing else
+/// is read. Otherwise the tensor is validated (see `RawView::validate`)
+/// before anything uses it; NULL strides are read as row-major.
+///
+/// # Safety
+/// `mt` must point to a managed tensor whose ownership the caller gives up;
+/// its `shape`/`strides` arrays must be readable for `ndim` values.
+pub unsafe fn from_versioned(mt: NonNull<DLManagedTensorVersioned>) -> Result<Tensor> {
+    // SAFETY: forwarded contract.
+    unsafe { consume(mt) }
+}
+
+/// Consumes a legacy `DLManagedTensor` (no version, no flags: imported
+/// writable).
+///
+/// # Safety
+/// As for [`from_versioned`].
+pub unsafe fn from_legacy(mt: NonNull<DLManagedTensor>) -> Result<Tensor> {
+    // SAFETY: forwarded contract.
+    unsafe { consume(mt) }
+}
+
+unsafe fn consume<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
+    // SAFETY: the caller gives us a live managed tensor.
+    let m = unsafe { mt.as_ref() };
+    if let Some(version) = m.version()
+        && version.major != DLPACK_MAJOR_VERSION
+    {
+        drop(M::owner(mt)); // runs the deleter, the one field we may still use
+        bail!(
+            VersionMismatch,
+            "DLPack major version {}.{} is not {DLPACK_MAJOR_VERSION}: the tensor was released unread",
+            version.major,
+            version.minor
+        );
+    }
+    if m.manager_ctx() == export::marker() && m.deleter().is_some() {
+        // SAFETY: only our exporter stores the marker; the pointer is the first
+        // field of a live `Box<Exported<M>>` whose ownership we now hold.
+        let block = unsafe { Box::from_raw(mt.as_ptr().cast::<Exported<M>>()) };
+        // The fields are validated again: whoever held it may have changed them.
+        // SAFETY: shape/strides point into `block` or to memory the holder vouches for.
+        let view = unsafe { raw_view(&block.managed) }?.validate()?;
+        return Ok(Tensor::assemble(block.tensor.owner().clone(), view));
+    }
+    let owner = Arc::new(M::owner(mt)); // from here, any early return runs the deleter
+    // SAFETY: `m` stays valid while `owner` lives.
+    let view = unsafe { raw_view(m) }?.validate()?;
+    Ok(Tensor::assemble(owner, view))
+}
+
+/// Reads a managed tensor's fields, checking `ndim` before the arrays.
+///
+/// # Safety
+/// Non-NULL `shape`/`strides` must be readable for `ndim` values while `m` lives.
+unsafe fn raw_view<M: ManagedAbi>(m: &M) -> Result<RawView<'_>> {
+    let dl = m.dl_tensor();
+    let ndim = layout::check_ndim(dl.ndim)?;
+    // SAFETY: `ndim` is checked; the arrays are readable by contract.
+    let Some(shape) = (unsafe { layout::dims_from_raw(dl.shape, ndim) }) else {
+        bail!(InvalidShape, "shape is NULL but ndim is {ndim}");
+    };
+    // SAFETY: as above; NULL strides (pre-1.2 producers) mean row-major.
+    let strides = unsafe { layout::dims_from_raw(dl.strides, ndim) };
+    Ok(RawView {
+        data: dl.data,
+        device: dl.device,
+        dtype: dl.dtype,
+        shape,
+        strides,
+        byte_offset: dl.byte_offset,
+        flags: m.flags(),
+    })
+}

@@ -1,0 +1,259 @@
+//! DLPack producer ([`export`]) and consumer ([`import`]), for both the
+//! versioned (`DLManagedTensorVersioned`) and legacy (`DLManagedTensor`)
+//! ABIs, written once over [`ManagedAbi`].
+
+pub mod export;
+pub mod import;
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use dlpark::ffi::{
+    DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION,
+    DLPackVersion, DLTensor,
+};
+
+use crate::owner::Owner;
+
+/// A DLPack deleter for the managed struct `M`.
+pub(crate) type Deleter<M> = unsafe extern "C" fn(*mut M);
+
+/// What import and export need to know of a managed-tensor ABI.
+pub(crate) trait ManagedAbi: Sized + 'static {
+    /// A managed struct for `dl`, freed by `deleter`.
+    fn new(dl: DLTensor, flags: u64, deleter: Deleter<Self>) -> Self;
+    /// The producer's deleter.
+    fn deleter(&self) -> Option<Deleter<Self>>;
+    /// The producer's private context.
+    fn manager_ctx(&self) -> *mut c_void;
+    /// The version; legacy tensors have none.
+    fn version(&self) -> Option<DLPackVersion>;
+    /// DLPack flags (0 for legacy).
+    fn flags(&self) -> u64;
+    /// The tensor description.
+    fn dl_tensor(&self) -> &DLTensor;
+    /// An owner that runs the deleter of `mt` once.
+    fn owner(mt: NonNull<Self>) -> Owner;
+}
+
+impl ManagedAbi for DLManagedTensorVersioned {
+    fn new(dl_tensor: DLTensor, flags: u64, deleter: Deleter<Self>) -> Self {
+        DLManagedTensorVersioned {
+            version: DLPackVersion {
+                major: DLPACK_MAJOR_VERSION,
+                minor: DLPACK_MINOR_VERSION,
+            },
+            manager_ctx: export::marker(),
+            deleter: Some(deleter),
+            flags: dlpark::DlpackFlags::from_bits_retain(flags),
+            dl_tensor,
+        }
+    }
+    fn deleter(&self) -> Option<Deleter<Self>> {
+        self.deleter
+    }
+    fn manager_ctx(&self) -> *mut c_void {
+        self.manager_ctx
+    }
+    fn version(&self) -> Option<DLPackVersion> {
+        Some(self.version)
+    }
+    fn flags(&self) -> u64 {
+        self.flags.bits()
+    }
+    fn dl_tensor(&self) -> &DLTensor {
+        &self.dl_tensor
+    }
+    fn owner(mt: NonNull<Self>) -> Owner {
+        Owner::Versioned(mt)
+    }
+}
+
+impl ManagedAbi for DLManagedTensor {
+    fn new(dl_tensor: DLTensor, _flags: u64, deleter: Deleter<Self>) -> Self {
+        DLManagedTensor {
+            dl_tensor,
+            manager_ctx: export::marker(),
+            deleter: Some(deleter),
+        }
+    }
+    fn deleter(&self) -> Option<Deleter<Self>> {
+        self.deleter
+    }
+    fn manager_ctx(&self) -> *mut c_void {
+        self.manager_ctx
+    }
+    fn version(&self) -> Option<DLPackVersion> {
+        None
+    }
+    fn flags(&self) -> u64 {
+        0
+    }
+    fn dl_tensor(&self) -> &DLTensor {
+        &self.dl_tensor
+    }
+    fn owner(mt: NonNull<Self>) -> Owner {
+        Owner::Legacy(mt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use dlpark::ffi::{DLDataType, DLDevice, DLTensor};
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::{DType, Device, Flags, Tensor};
+
+    /// A foreign producer: a boxed managed tensor over a boxed buffer whose
+    /// deleter counts its calls.
+    #[repr(C)]
+    struct Foreign {
+        managed: DLManagedTensorVersioned,
+        shape: [i64; 2],
+        strides: [i64; 2],
+        data: [f32; 6],
+        deletes: &'static AtomicU32,
+    }
+
+    unsafe extern "C" fn foreign_delete(mt: *mut DLManagedTensorVersioned) {
+        // SAFETY: `mt` is the first field of a leaked `Box<Foreign>`.
+        let f = unsafe { Box::from_raw(mt.cast::<Foreign>()) };
+        f.deletes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn foreign(
+        deletes: &'static AtomicU32,
+        edit: impl FnOnce(&mut DLManagedTensorVersioned),
+    ) -> NonNull<DLManagedTensorVersioned> {
+        let dl = DLTensor {
+            data: std::ptr::null_mut(),
+            device: Device::CPU.raw(),
+            ndim: 2,
+            dtype: DType::FLOAT32.raw(),
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
+            byte_offset: 0,
+        };
+        let mut f = Box::new(Foreign {
+            managed: DLManagedTensorVersioned::new(dl, 0, foreign_delete),
+            shape: [2, 3],
+            strides: [3, 1],
+            data: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            deletes,
+        });
+        f.managed.manager_ctx = std::ptr::null_mut();
+        f.managed.dl_tensor.data = f.data.as_mut_ptr().cast::<c_void>();
+        f.managed.dl_tensor.shape = f.shape.as_mut_ptr();
+        f.managed.dl_tensor.strides = f.strides.as_mut_ptr();
+        edit(&mut f.managed);
+        NonNull::from(Box::leak(f)).cast()
+    }
+
+    #[test]
+    fn foreign_deleter_runs_once_after_the_last_holder() {
+        static DELETES: AtomicU32 = AtomicU32::new(0);
+        // SAFETY: a valid foreign tensor whose ownership we give up.
+        let t = unsafe { import::from_versioned(foreign(&DELETES, |_| {})) }.unwrap();
+        let exported = export::to_versioned(t.clone());
+        drop(t);
+        assert_eq!(DELETES.load(Ordering::SeqCst), 0);
+        // SAFETY: our own export; its deleter frees it.
+        unsafe {
+            assert_eq!((*exported).dl_tensor.strides.read(), 3);
+            ((*exported).deleter.unwrap())(exported);
+        }
+        assert_eq!(DELETES.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn every_failure_runs_the_deleter_exactly_once() {
+        static DELETES: AtomicU32 = AtomicU32::new(0);
+        type Edit = fn(&mut DLManagedTensorVersioned);
+        let edits: Vec<(Edit, ErrorKind)> = vec![
+            (|m| m.version.major = 2, ErrorKind::VersionMismatch),
+            (|m| m.dl_tensor.ndim = -1, ErrorKind::InvalidNdim),
+            (|m| m.dl_tensor.ndim = 65, ErrorKind::InvalidNdim),
+            (
+                |m| m.dl_tensor.shape = std::ptr::null_mut(),
+                ErrorKind::InvalidShape,
+            ),
+            (
+                |m| m.dl_tensor.data = std::ptr::null_mut(),
+                ErrorKind::NullData,
+            ),
+            (
+                |m| {
+                    m.dl_tensor.dtype = DLDataType {
+                        lanes: 0,
+                        ..m.dl_tensor.dtype
+                    }
+                },
+                ErrorKind::UnsupportedDtype,
+            ),
+            (
+                |m| {
+                    m.dl_tensor.device = DLDevice {
+                        device_type: dlpark::ffi::DLDeviceType(99),
+                        device_id: 0,
+                    }
+                },
+                ErrorKind::UnsupportedDevice,
+            ),
+            (
+                |m| m.flags = dlpark::DlpackFlags::from_bits_retain(1 << 20),
+                ErrorKind::UnsupportedFlags,
+            ),
+        ];
+        for (i, (edit, kind)) in edits.into_iter().enumerate() {
+            // SAFETY: ownership given up; the import frees it on failure.
+            let e = unsafe { import::from_versioned(foreign(&DELETES, edit)) }.unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(DELETES.load(Ordering::SeqCst), i as u32 + 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn null_strides_read_as_row_major_and_read_only_survives() {
+        static DELETES: AtomicU32 = AtomicU32::new(0);
+        let mt = foreign(&DELETES, |m| {
+            m.dl_tensor.strides = std::ptr::null_mut();
+            m.flags = dlpark::DlpackFlags::READ_ONLY;
+        });
+        // SAFETY: ownership given up.
+        let t = unsafe { import::from_versioned(mt) }.unwrap();
+        assert_eq!(t.strides(), &[3, 1]);
+        assert!(t.is_readonly());
+        assert_eq!(
+            export::to_legacy(t.clone()).unwrap_err().kind(),
+            ErrorKind::ReadOnly
+        );
+        let v = export::to_versioned(t);
+        // SAFETY: our export.
+        unsafe {
+            assert_eq!((*v).flags.bits() & Flags::READ_ONLY.0, Flags::READ_ONLY.0);
+            ((*v).deleter.unwrap())(v);
+        }
+        assert_eq!(DELETES.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn our_own_export_comes_back_without_a_new_layer() {
+        let t = Tensor::zeros(Device::CPU, DType::INT16, &[4, 5]).unwrap();
+        let mut current = t.clone();
+        for _ in 0..1000 {
+            let legacy = export::to_legacy(current).unwrap();
+            // SAFETY: our own export, ownership given up.
+            let back = unsafe { import::from_legacy(NonNull::new(legacy).unwrap()) }.unwrap();
+            let v = export::to_versioned(back);
+            // SAFETY: as above.
+            current = unsafe { import::from_versioned(NonNull::new(v).unwrap()) }.unwrap();
+        }
+        assert_eq!(current.data(), t.data());
+        assert!(std::sync::Arc::ptr_eq(current.owner(), t.owner()));
+        assert_eq!(std::sync::Arc::strong_count(t.owner()), 2);
+    }
+}

@@ -1,0 +1,176 @@
+//! `dlb_array_interface`: NumPy's array interface (and the CUDA array
+//! interface, through `device`) as a C struct.
+
+use std::ffi::{CStr, c_char, c_void};
+
+use dlpark::ffi::{DLDataType, DLDevice};
+
+use super::guard::{self, arg, non_null};
+use super::status::dlb_status;
+use super::tensor::{dims, dlb_release_fn, dlb_tensor, into_handle, missing_shape};
+use crate::array_interface::{self, Fields, VERSION};
+use crate::device::Device;
+use crate::error::{Result, bail};
+
+/// The fields of NumPy's `__array_interface__` (version 3), or of
+/// `__cuda_array_interface__` when `device` is a CUDA device.
+///
+/// Output (`dlb_tensor_array_interface`): every field filled; `shape` and
+/// `strides` point into the tensor handle and stay valid while it lives.
+/// Input (`dlb_tensor_from_array_interface`): zero-initialise, then fill;
+/// zeroed `dtype` and `device` mean "not given" and "CPU".
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct dlb_array_interface {
+    /// Array-interface version: 3.
+    pub version: i32,
+    /// Number of dimensions (0..=64).
+    pub ndim: i32,
+    /// NUL-terminated type string: byte order (`<` `>` `|` `=`), kind,
+    /// item size in bytes, e.g. "<f4", "|b1", "<c16". bfloat16 is "<V2" and
+    /// the FP8 types "|V1": their identity travels in `dtype`.
+    pub typestr: [c_char; 8],
+    /// `ndim` dimensions (may be NULL when ndim is 0).
+    pub shape: *const i64,
+    /// `ndim` strides in BYTES; on input NULL means C-contiguous.
+    pub strides: *const i64,
+    /// Address of the first element (a device pointer for CUDA).
+    pub data: *mut c_void,
+    /// Whether the memory must not be written.
+    pub readonly: bool,
+    /// The DLPack dtype. Output: always filled. Input: required for "V"
+    /// typestrs (e.g. {kDLBfloat, 16, 1} with "<V2"), checked against the
+    /// typestr otherwise; lanes == 0 means not given.
+    pub dtype: DLDataType,
+    /// Where the memory is. Input: device_type 0 means kDLCPU.
+    pub device: DLDevice,
+}
+
+/// Fills `*out` with the array interface of `t`, zero copy: typestr,
+/// shape, byte strides (always filled), data, readonly, dtype, device,
+/// version 3. `out->shape`/`out->strides` stay valid while `t` lives.
+/// Refused: packed sub-byte dtypes (DLB_ERR_UNSUPPORTED_DTYPE) and devices
+/// whose data is an opaque handle (DLB_ERR_UNSUPPORTED_DEVICE). On failure
+/// `*out` is untouched.
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_array_interface(
+    t: *const dlb_tensor,
+    out: *mut dlb_array_interface,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let handle = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        let tensor = handle.tensor();
+        if !tensor.device().has_addresses() {
+            bail!(
+                UnsupportedDevice,
+                "the array interface needs addressable memory, not {}",
+                tensor.device()
+            );
+        }
+        let padded = tensor
+            .flags()
+            .contains(crate::tensor::Flags::SUBBYTE_PADDED);
+        let text = array_interface::typestr(tensor.dtype(), padded)?;
+        let mut typestr = [0 as c_char; 8];
+        for (dst, src) in typestr.iter_mut().zip(text.bytes()) {
+            *dst = src as c_char;
+        }
+        let strides = handle.byte_strides()?;
+        let ai = dlb_array_interface {
+            version: VERSION,
+            ndim: tensor.ndim() as i32,
+            typestr,
+            shape: tensor.shape().as_ptr(),
+            strides: strides.as_ptr(),
+            data: if tensor.numel() == 0 {
+                std::ptr::null_mut()
+            } else {
+                tensor.data()
+            },
+            readonly: tensor.is_readonly(),
+            dtype: tensor.dtype().raw(),
+            device: tensor.device().raw(),
+        };
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(ai) };
+        Ok(())
+    })
+}
+
+/// A tensor over the memory an array interface describes, zero copy.
+///
+/// Checked: version 3, typestr (native byte order, else
+/// DLB_ERR_BYTE_ORDER; "V" types need `dtype`), byte strides that are a
+/// multiple of the item size (else DLB_ERR_INVALID_STRIDES), and everything
+/// `dlb_tensor_wrap` checks. Ownership as for `dlb_tensor_wrap`: on success
+/// `release(ctx)` runs once when the last holder is gone; on failure it is
+/// not called and `*out` is untouched.
+///
+/// # Safety
+/// `ai` must be NULL or point to a filled struct whose arrays have `ndim`
+/// values; the memory must stay valid until `release` runs; `out` must be
+/// NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_from_array_interface(
+    ai: *const dlb_array_interface,
+    release: dlb_release_fn,
+    ctx: *mut c_void,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `ai` is NULL or valid by contract.
+        let ai = unsafe { arg(ai, "ai") }?;
+        let out = non_null(out, "out")?;
+        if ai.version != VERSION {
+            bail!(
+                InvalidArgument,
+                "array interface version {} is not {VERSION}",
+                ai.version
+            );
+        }
+        let typestr = typestr_of(&ai.typestr)?;
+        // SAFETY: `shape`/`strides` have `ndim` values by contract.
+        let shape = unsafe { dims(ai.shape, ai.ndim) }?.ok_or_else(|| missing_shape(ai.ndim))?;
+        // SAFETY: as above.
+        let strides = unsafe { dims(ai.strides, ai.ndim) }?;
+        let device = match ai.device.device_type.0 {
+            0 => Device::CPU.raw(),
+            _ => ai.device,
+        };
+        let fields = Fields {
+            typestr,
+            dtype: (ai.dtype.lanes != 0).then_some(ai.dtype),
+            shape,
+            strides,
+            data: ai.data,
+            readonly: ai.readonly,
+            device,
+        };
+        // SAFETY: memory validity and `release` are the caller's contract.
+        let tensor = unsafe { array_interface::import(&fields, release, ctx) }?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+fn typestr_of(raw: &[c_char; 8]) -> Result<&str> {
+    // SAFETY: reinterpreting c_char as u8 over the same 8 bytes.
+    let bytes: &[u8; 8] = unsafe { &*raw.as_ptr().cast::<[u8; 8]>() };
+    let Ok(text) = CStr::from_bytes_until_nul(bytes) else {
+        bail!(
+            InvalidTypestr,
+            "typestr is not NUL-terminated within its 8 bytes"
+        );
+    };
+    match text.to_str() {
+        Ok(s) => Ok(s),
+        Err(_) => bail!(InvalidTypestr, "typestr is not ASCII"),
+    }
+}

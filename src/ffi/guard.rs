@@ -1,0 +1,71 @@
+//! Panic boundary, per-thread error message, and pointer checks shared by
+//! every exported function.
+
+use std::cell::RefCell;
+use std::ffi::{CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+
+use super::status::dlb_status;
+use crate::error::{Error, ErrorKind, Result};
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn record(message: &str) {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|m| *m.borrow_mut() = text);
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic");
+    format!("internal error (panic) in dlbridge: {what}")
+}
+
+/// Runs a fallible body: `DLB_OK`, or the error's status with its message
+/// recorded for `dlb_last_error_message`, or `DLB_ERR_PANIC`.
+pub(crate) fn status(body: impl FnOnce() -> Result<()>) -> dlb_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => dlb_status::DLB_OK,
+        Ok(Err(e)) => {
+            record(e.message());
+            dlb_status::from(e.kind())
+        }
+        Err(payload) => {
+            record(&panic_message(&*payload));
+            dlb_status::DLB_ERR_PANIC
+        }
+    }
+}
+
+/// Runs an infallible body; a panic yields `fallback`.
+pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        record(&panic_message(&*payload));
+        fallback
+    })
+}
+
+/// The calling thread's last message (empty before any failure).
+pub(crate) fn last_error() -> *const c_char {
+    LAST_ERROR.with(|m| m.borrow().as_ptr())
+}
+
+/// A required pointer argument.
+pub(crate) fn non_null<T>(p: *mut T, name: &str) -> Result<NonNull<T>> {
+    NonNull::new(p).ok_or_else(|| Error::new(ErrorKind::NullArgument, format!("{name} is NULL")))
+}
+
+/// A required pointer argument, read-only.
+///
+/// # Safety
+/// A non-NULL `p` must point to a live `T` for `'a`.
+pub(crate) unsafe fn arg<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
+    // SAFETY: non-NULL checked; liveness by contract.
+    non_null(p.cast_mut(), name).map(|p| unsafe { p.as_ref() })
+}

@@ -1,0 +1,344 @@
+//! `dlb_tensor`: the opaque handle and the functions that act on it.
+
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+use dlpark::ffi::{DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLTensor};
+
+use super::guard::{self, arg, non_null};
+use super::status::dlb_status;
+use crate::device::Device;
+use crate::dlpack::{export, import};
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::{self, Dims};
+use crate::tensor::{RawView, Tensor};
+
+/// A release callback: `release(ctx)` is called exactly once, when the
+/// last holder of the memory is gone, on whichever thread drops it last.
+#[allow(non_camel_case_types)]
+pub type dlb_release_fn = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
+
+/// An opaque tensor handle: a view of memory (shape, strides, dtype,
+/// device, flags) plus a shared hold on that memory. Handles are
+/// independent: freeing one never invalidates another handle or an
+/// exported DLPack tensor. A handle is immutable and may be read from
+/// several threads at once; free it exactly once with `dlb_tensor_free`.
+#[allow(non_camel_case_types)]
+pub struct dlb_tensor {
+    tensor: Tensor,
+    /// What `dlb_tensor_dltensor` returns; points into `tensor`.
+    view: DLTensor,
+    /// Byte strides for `dlb_tensor_array_interface`, made on first use.
+    byte_strides: OnceLock<Dims>,
+}
+
+impl dlb_tensor {
+    pub(crate) fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    pub(crate) fn byte_strides(&self) -> Result<&[i64]> {
+        if let Some(s) = self.byte_strides.get() {
+            return Ok(s);
+        }
+        let s = crate::array_interface::byte_strides(&self.tensor)?;
+        Ok(self.byte_strides.get_or_init(|| s))
+    }
+}
+
+/// Boxes a tensor into a handle. The box never moves, so `view` may point
+/// into it.
+pub(crate) fn into_handle(tensor: Tensor) -> *mut dlb_tensor {
+    let view = tensor.dltensor();
+    let mut handle = Box::new(dlb_tensor {
+        tensor,
+        view,
+        byte_strides: OnceLock::new(),
+    });
+    handle.view = handle.tensor.dltensor();
+    Box::into_raw(handle)
+}
+
+/// Checks `ndim`, then reads a C array of `ndim` dimensions.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `ndim` readable values.
+pub(crate) unsafe fn dims<'a>(ptr: *const i64, ndim: i32) -> Result<Option<&'a [i64]>> {
+    let n = layout::check_ndim(ndim)?;
+    // SAFETY: forwarded contract, `n` checked.
+    Ok(unsafe { layout::dims_from_raw(ptr, n) })
+}
+
+pub(crate) fn missing_shape(ndim: i32) -> Error {
+    Error::new(
+        ErrorKind::InvalidShape,
+        format!("shape is NULL but ndim is {ndim}"),
+    )
+}
+
+/// Allocates a new zero-filled, 256-byte aligned, row-major tensor.
+///
+/// `device` must be CPU for now. `shape` holds `ndim` dimensions (may be
+/// NULL when `ndim` is 0). On success `*out` receives a new handle to free
+/// with `dlb_tensor_free`; on failure `*out` is untouched.
+///
+/// # Safety
+/// `shape` must be NULL or point to `ndim` int64_t; `out` must be NULL or
+/// point to writable memory for one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_new(
+    device: DLDevice,
+    dtype: DLDataType,
+    ndim: i32,
+    shape: *const i64,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        let out = non_null(out, "out")?;
+        // SAFETY: `shape` has `ndim` values by contract.
+        let shape = unsafe { dims(shape, ndim) }?.ok_or_else(|| missing_shape(ndim))?;
+        let tensor = Tensor::zeros(Device::new(device)?, DType::new(dtype)?, shape)?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+/// Wraps memory the caller owns, zero copy.
+///
+/// `data` is the base address (or device pointer); the first element is at
+/// `data + byte_offset`. `shape` holds `ndim` dimensions; `strides` holds
+/// `ndim` strides in ELEMENTS, or is NULL for compact row-major. `flags`
+/// takes DLPACK_FLAG_BITMASK_READ_ONLY, _IS_COPIED and
+/// _IS_SUBBYTE_TYPE_PADDED. `data` may be NULL only when the tensor has no
+/// elements.
+///
+/// Ownership: on success, `release(ctx)` (if not NULL) is called exactly
+/// once, when the last handle and the last exported DLPack tensor of this
+/// memory are gone, possibly on another thread. On failure it is NOT
+/// called: the caller still owns the memory, and `*out` is untouched.
+///
+/// # Safety
+/// The memory must stay valid until `release` runs (with no `release`, as
+/// long as any handle or export of it lives). `shape`/`strides` must be NULL
+/// or point to `ndim` int64_t (they are copied); `out` must be NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_wrap(
+    data: *mut c_void,
+    device: DLDevice,
+    dtype: DLDataType,
+    ndim: i32,
+    shape: *const i64,
+    strides: *const i64,
+    byte_offset: u64,
+    flags: u64,
+    release: dlb_release_fn,
+    ctx: *mut c_void,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        let out = non_null(out, "out")?;
+        // SAFETY: `shape`/`strides` have `ndim` values by contract.
+        let shape = unsafe { dims(shape, ndim) }?.ok_or_else(|| missing_shape(ndim))?;
+        // SAFETY: as above.
+        let strides = unsafe { dims(strides, ndim) }?;
+        let raw = RawView {
+            data,
+            device,
+            dtype,
+            shape,
+            strides,
+            byte_offset,
+            flags,
+        };
+        // SAFETY: memory validity and `release` are the caller's contract.
+        let tensor = unsafe { Tensor::wrap(&raw, release, ctx) }?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+/// Consumes a `DLManagedTensorVersioned`, zero copy.
+///
+/// Ownership of `mt` passes to dlbridge in EVERY case: on success the
+/// handle holds it and its deleter runs exactly once when the last holder
+/// is gone; on failure (bad version, invalid fields, NULL `out`) the
+/// deleter has been called before this returns. Never use `mt` afterwards.
+///
+/// Validation before use: major version (another major: deleter called,
+/// nothing else read, DLB_ERR_VERSION_MISMATCH), ndim in 0..=64, shape and
+/// strides readable (NULL strides = row-major), dimensions >= 0, element
+/// count and byte extent without overflow, known device and dtype (FP6 must
+/// have bits 6, FP4 bits 4, lanes >= 1), known flags, NULL data only without
+/// elements. READ_ONLY is kept.
+///
+/// # Safety
+/// `mt` must be NULL or a valid managed tensor whose ownership the caller
+/// gives up; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_from_dlpack_versioned(
+    mt: *mut DLManagedTensorVersioned,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        let mt = non_null(mt, "mt")?;
+        // SAFETY: ownership of a valid managed tensor, by contract.
+        let tensor = unsafe { import::from_versioned(mt) }?;
+        let out = non_null(out, "out")?; // dropping `tensor` on error runs the deleter
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+/// Consumes a legacy `DLManagedTensor`, zero copy; as
+/// `dlb_tensor_from_dlpack_versioned` (ownership passes in every case), but
+/// without version or flags: the tensor is imported writable.
+///
+/// # Safety
+/// As for `dlb_tensor_from_dlpack_versioned`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_from_dlpack(
+    mt: *mut DLManagedTensor,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        let mt = non_null(mt, "mt")?;
+        // SAFETY: ownership of a valid managed tensor, by contract.
+        let tensor = unsafe { import::from_legacy(mt) }?;
+        let out = non_null(out, "out")?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+/// Exports `t` as a new `DLManagedTensorVersioned`, zero copy. `t` stays
+/// valid and independent: the export holds its own share of the memory.
+/// Strides are always filled; the byte offset is folded into `data`
+/// (`byte_offset` is 0) for devices with addresses; `data` is NULL for a
+/// tensor without elements; READ_ONLY is set for a read-only tensor.
+/// The receiver owns `*out` and must call its deleter exactly once.
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
+    t: *const dlb_tensor,
+    out: *mut *mut DLManagedTensorVersioned,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let t = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(export::to_versioned(t.tensor.clone())) };
+        Ok(())
+    })
+}
+
+/// Exports `t` as a new legacy `DLManagedTensor`, zero copy, as
+/// `dlb_tensor_to_dlpack_versioned`. A read-only tensor is refused with
+/// DLB_ERR_READ_ONLY (the legacy struct cannot say read-only).
+///
+/// # Safety
+/// As for `dlb_tensor_to_dlpack_versioned`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_to_dlpack(
+    t: *const dlb_tensor,
+    out: *mut *mut DLManagedTensor,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let t = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        let managed = export::to_legacy(t.tensor.clone())?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(managed) };
+        Ok(())
+    })
+}
+
+/// A borrowed `DLTensor` describing `t` (strides always filled,
+/// `byte_offset` folded into `data`). Valid until `t` is freed; do not
+/// modify it. NULL when `t` is NULL.
+///
+/// # Safety
+/// `t` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_dltensor(t: *const dlb_tensor) -> *const DLTensor {
+    // SAFETY: `t` is NULL or a live handle by contract.
+    guard::value(std::ptr::null(), || {
+        unsafe { t.as_ref() }.map_or(std::ptr::null(), |t| &t.view)
+    })
+}
+
+/// The DLPack flag bits of `t` (DLPACK_FLAG_BITMASK_*); 0 when `t` is NULL.
+///
+/// # Safety
+/// `t` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_flags(t: *const dlb_tensor) -> u64 {
+    // SAFETY: `t` is NULL or a live handle by contract.
+    guard::value(0, || {
+        unsafe { t.as_ref() }.map_or(0, |t| t.tensor.flags().0)
+    })
+}
+
+/// Whether `t` is compact row-major (size-1 and size-0 dimensions are
+/// ignored); false when `t` is NULL.
+///
+/// # Safety
+/// `t` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_is_contiguous(t: *const dlb_tensor) -> bool {
+    // SAFETY: `t` is NULL or a live handle by contract.
+    guard::value(false, || {
+        unsafe { t.as_ref() }.is_some_and(|t| t.tensor.is_contiguous())
+    })
+}
+
+/// Bytes of the elements of `t` (element count x item size; packed
+/// sub-byte types rounded up); 0 when `t` is NULL.
+///
+/// # Safety
+/// `t` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
+    // SAFETY: `t` is NULL or a live handle by contract.
+    guard::value(0, || {
+        unsafe { t.as_ref() }.map_or(0, |t| t.tensor.nbytes() as usize)
+    })
+}
+
+/// A new handle on the same view and memory; free each handle separately.
+/// NULL when `t` is NULL.
+///
+/// # Safety
+/// `t` must be NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_retain(t: *const dlb_tensor) -> *mut dlb_tensor {
+    // SAFETY: `t` is NULL or a live handle by contract.
+    guard::value(std::ptr::null_mut(), || {
+        // SAFETY: `t` is NULL or a live handle by contract.
+        unsafe { t.as_ref() }.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone()))
+    })
+}
+
+/// Frees a handle. The memory is released when its last holder (handle or
+/// exported DLPack tensor) is gone. `dlb_tensor_free(NULL)` does nothing.
+///
+/// # Safety
+/// `t` must be NULL or a live handle, not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_free(t: *mut dlb_tensor) {
+    guard::value((), || {
+        if !t.is_null() {
+            // SAFETY: `t` came from `into_handle` and is freed once, by contract.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    })
+}

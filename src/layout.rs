@@ -1,0 +1,237 @@
+//! Shapes and strides: validation, contiguity and byte extents, with every
+//! size computation checked for overflow.
+
+use smallvec::SmallVec;
+
+use crate::error::{Result, bail};
+
+/// Most dimensions a tensor may have (NumPy 2's limit).
+pub const MAX_NDIM: usize = 64;
+
+/// Shape or strides; inline up to 6 dimensions.
+pub type Dims = SmallVec<[i64; 6]>;
+
+/// Checks a C `ndim`.
+pub fn check_ndim(ndim: i32) -> Result<usize> {
+    match usize::try_from(ndim) {
+        Ok(n) if n <= MAX_NDIM => Ok(n),
+        _ => bail!(
+            InvalidNdim,
+            "ndim is {ndim}: must be between 0 and {MAX_NDIM}"
+        ),
+    }
+}
+
+/// Reads `ndim` values from a C array. `Ok(None)` when `ptr` is NULL and
+/// `ndim > 0`; for `ndim == 0` the pointer is not read (it may be NULL).
+///
+/// # Safety
+/// A non-NULL `ptr` with `ndim > 0` must point to `ndim` readable `i64`
+/// that stay unchanged for `'a`.
+pub unsafe fn dims_from_raw<'a>(ptr: *const i64, ndim: usize) -> Option<&'a [i64]> {
+    if ndim == 0 {
+        Some(&[])
+    } else if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: non-NULL and `ndim` readable values, by this function's contract.
+        Some(unsafe { std::slice::from_raw_parts(ptr, ndim) })
+    }
+}
+
+/// Number of elements. Refuses negative dimensions, and shapes whose
+/// non-zero dimensions multiply past `i64::MAX` (their row-major strides
+/// could not be written down).
+pub fn numel(shape: &[i64]) -> Result<u64> {
+    let mut nonzero: i64 = 1;
+    let mut empty = false;
+    for (i, &d) in shape.iter().enumerate() {
+        if d < 0 {
+            bail!(InvalidShape, "shape[{i}] is {d}: dimensions must be >= 0");
+        }
+        empty |= d == 0;
+        match nonzero.checked_mul(d.max(1)) {
+            Some(p) => nonzero = p,
+            None => bail!(Overflow, "shape {shape:?}: element count overflows 64 bits"),
+        }
+    }
+    Ok(if empty { 0 } else { nonzero as u64 })
+}
+
+/// Compact row-major strides, in elements, for a shape that passed [`numel`].
+pub fn row_major(shape: &[i64]) -> Dims {
+    let mut strides: Dims = SmallVec::from_elem(0, shape.len());
+    let mut step: i64 = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = step;
+        step = step.wrapping_mul(d.max(1));
+    }
+    strides
+}
+
+/// Whether the strides describe compact row-major (C) order. Strides of
+/// size-1 dimensions are ignored, and a tensor with no elements is
+/// contiguous whatever its strides.
+pub fn is_row_major(shape: &[i64], strides: &[i64]) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
+    let mut expected: i64 = 1;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d != 1 {
+            if s != expected {
+                return false;
+            }
+            expected = expected.wrapping_mul(d);
+        }
+    }
+    true
+}
+
+/// Bytes a strided view touches, relative to its first element: the lowest
+/// offset (`<= 0`, negative strides reach below the first element) and one
+/// past the highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Lowest byte offset reached (<= 0).
+    pub lo: i64,
+    /// One past the highest byte offset reached.
+    pub hi: i64,
+}
+
+impl Extent {
+    /// Bytes spanned.
+    pub fn len(&self) -> u64 {
+        (self.hi - self.lo) as u64
+    }
+
+    /// True when nothing is touched.
+    pub fn is_empty(&self) -> bool {
+        self.hi == self.lo
+    }
+}
+
+/// The byte extent of `numel` elements of `itemsize` bytes laid out by
+/// `shape` and `strides` (elements). Also refuses any stride whose byte
+/// value overflows 64 bits, so byte strides can always be derived later.
+pub fn byte_extent(shape: &[i64], strides: &[i64], itemsize: usize, numel: u64) -> Result<Extent> {
+    let item = itemsize as i128;
+    let limit = i64::MAX as i128;
+    let mut lo: i128 = 0;
+    let mut hi: i128 = item;
+    for (i, (&d, &s)) in shape.iter().zip(strides).enumerate() {
+        if (s as i128 * item).abs() > limit {
+            bail!(
+                Overflow,
+                "strides[{i}] = {s} elements of {itemsize} bytes overflows 64-bit byte strides"
+            );
+        }
+        if numel == 0 {
+            continue; // nothing is touched: any stride is fine
+        }
+        let reach = (d as i128 - 1) * s as i128 * item;
+        if s < 0 {
+            lo += reach
+        } else {
+            hi += reach
+        }
+        if -lo > limit || hi > limit || hi - lo > isize::MAX as i128 {
+            bail!(
+                Overflow,
+                "shape {shape:?} with strides {strides:?}: byte extent overflows"
+            );
+        }
+    }
+    if numel == 0 {
+        return Ok(Extent { lo: 0, hi: 0 });
+    }
+    Ok(Extent {
+        lo: lo as i64,
+        hi: hi as i64,
+    })
+}
+
+/// Bytes of `numel` packed sub-byte elements of `bits` each.
+pub fn packed_bytes(numel: u64, bits: u32) -> Result<u64> {
+    match numel.checked_mul(u64::from(bits)) {
+        Some(b) if b.div_ceil(8) <= isize::MAX as u64 => Ok(b.div_ceil(8)),
+        _ => bail!(
+            Overflow,
+            "{numel} elements of {bits} bits overflow the address space"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn ndim_limits() {
+        assert_eq!(check_ndim(0).unwrap(), 0);
+        assert_eq!(check_ndim(64).unwrap(), 64);
+        for bad in [-1, 65, i32::MAX, i32::MIN] {
+            assert_eq!(check_ndim(bad).unwrap_err().kind(), ErrorKind::InvalidNdim);
+        }
+    }
+
+    #[test]
+    fn numel_checks_sign_and_overflow() {
+        assert_eq!(numel(&[]).unwrap(), 1);
+        assert_eq!(numel(&[2, 3, 4]).unwrap(), 24);
+        assert_eq!(numel(&[2, 0, 4]).unwrap(), 0);
+        let e = numel(&[2, -1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidShape);
+        assert_eq!(e.message(), "shape[1] is -1: dimensions must be >= 0");
+        assert_eq!(
+            numel(&[1 << 32, 1 << 32]).unwrap_err().kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(
+            numel(&[0, 1 << 40, 1 << 40]).unwrap_err().kind(),
+            ErrorKind::Overflow
+        );
+    }
+
+    #[test]
+    fn contiguity_ignores_size_one_and_size_zero_dims() {
+        assert!(is_row_major(&[2, 3], &[3, 1]));
+        assert!(!is_row_major(&[2, 3], &[1, 2]));
+        assert!(is_row_major(&[2, 1, 3], &[3, 999, 1]));
+        assert!(is_row_major(&[1, 1], &[-5, 7]));
+        assert!(is_row_major(&[2, 0, 3], &[1, 1, 1]));
+        assert!(is_row_major(&[], &[]));
+        assert!(!is_row_major(&[3], &[-1]));
+        assert_eq!(&row_major(&[2, 3, 4])[..], &[12, 4, 1]);
+        assert_eq!(&row_major(&[2, 0, 4])[..], &[4, 4, 1]);
+    }
+
+    #[test]
+    fn extents_cover_negative_strides_and_refuse_overflow() {
+        let e = byte_extent(&[3, 4], &[4, 1], 4, 12).unwrap();
+        assert_eq!((e.lo, e.hi), (0, 48));
+        let e = byte_extent(&[3], &[-2], 8, 3).unwrap();
+        assert_eq!((e.lo, e.hi), (-32, 8));
+        assert_eq!(byte_extent(&[0, 5], &[1, 1 << 62], 1, 0).unwrap().len(), 0);
+        assert_eq!(
+            byte_extent(&[2], &[1 << 62], 4, 2).unwrap_err().kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(
+            byte_extent(&[1], &[i64::MAX], 2, 1).unwrap_err().kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(
+            byte_extent(&[1 << 31, 1 << 31], &[1 << 31, 1], 8, 1 << 62)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Overflow
+        );
+        assert_eq!(packed_bytes(3, 4).unwrap(), 2);
+        assert_eq!(
+            packed_bytes(u64::MAX, 4).unwrap_err().kind(),
+            ErrorKind::Overflow
+        );
+    }
+}
