@@ -92,10 +92,8 @@ impl HostBuffer {
         let base = block.as_ptr().cast::<u8>();
         let data = base.wrapping_add(base.align_offset(ALIGNMENT));
         // SAFETY: `data` lies inside the block of `total` bytes, so it is non-NULL.
-        Ok(HostBuffer {
-            block,
-            data: unsafe { NonNull::new_unchecked(data) },
-        })
+        let data = unsafe { NonNull::new_unchecked(data) };
+        Ok(HostBuffer { block, data })
     }
 
     /// The aligned start.

@@ -271,9 +271,8 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_dltensor(t: *const dlb_tensor) -> *const DLTensor {
     // SAFETY: `t` is NULL or a live handle by contract.
-    guard::value(std::ptr::null(), || {
-        unsafe { t.as_ref() }.map_or(std::ptr::null(), |t| &t.view)
-    })
+    let t = unsafe { t.as_ref() };
+    guard::value(std::ptr::null(), || t.map_or(std::ptr::null(), |t| &t.view))
 }
 
 /// The DLPack flag bits of `t` (DLPACK_FLAG_BITMASK_*); 0 when `t` is NULL.
@@ -283,9 +282,8 @@ pub unsafe extern "C" fn dlb_tensor_dltensor(t: *const dlb_tensor) -> *const DLT
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_flags(t: *const dlb_tensor) -> u64 {
     // SAFETY: `t` is NULL or a live handle by contract.
-    guard::value(0, || {
-        unsafe { t.as_ref() }.map_or(0, |t| t.tensor.flags().0)
-    })
+    let t = unsafe { t.as_ref() };
+    guard::value(0, || t.map_or(0, |t| t.tensor.flags().0))
 }
 
 /// Whether `t` is compact row-major (size-1 and size-0 dimensions are
@@ -296,9 +294,8 @@ pub unsafe extern "C" fn dlb_tensor_flags(t: *const dlb_tensor) -> u64 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_is_contiguous(t: *const dlb_tensor) -> bool {
     // SAFETY: `t` is NULL or a live handle by contract.
-    guard::value(false, || {
-        unsafe { t.as_ref() }.is_some_and(|t| t.tensor.is_contiguous())
-    })
+    let t = unsafe { t.as_ref() };
+    guard::value(false, || t.is_some_and(|t| t.tensor.is_contiguous()))
 }
 
 /// Bytes of the elements of `t` (element count x item size; packed
@@ -309,9 +306,8 @@ pub unsafe extern "C" fn dlb_tensor_is_contiguous(t: *const dlb_tensor) -> bool 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
     // SAFETY: `t` is NULL or a live handle by contract.
-    guard::value(0, || {
-        unsafe { t.as_ref() }.map_or(0, |t| t.tensor.nbytes() as usize)
-    })
+    let t = unsafe { t.as_ref() };
+    guard::value(0, || t.map_or(0, |t| t.tensor.nbytes() as usize))
 }
 
 /// A new handle on the same view and memory; free each handle separately.
@@ -322,9 +318,9 @@ pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_retain(t: *const dlb_tensor) -> *mut dlb_tensor {
     // SAFETY: `t` is NULL or a live handle by contract.
+    let t = unsafe { t.as_ref() };
     guard::value(std::ptr::null_mut(), || {
-        // SAFETY: `t` is NULL or a live handle by contract.
-        unsafe { t.as_ref() }.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone()))
+        t.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone()))
     })
 }
 
