@@ -337,6 +337,15 @@ const char *dlb_version(void);
 // `out` must be NULL or point to writable memory for one int32_t.
 enum dlb_status dlb_cuda_device_count(int32_t *out);
 
+// Writes the DLPack type named `name` to `*out`: "float32", "int8",
+// "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
+// (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give
+// DLB_ERR_INVALID_ARGUMENT and leave `*out` untouched.
+//
+// # Safety
+// `name` must be NULL or a NUL-terminated string; `out` NULL or writable.
+enum dlb_status dlb_dtype_from_name(const char *name, DLDataType *out);
+
 // Allocates a new zero-filled, 256-byte aligned, row-major tensor.
 //
 // `device` must be CPU for now. `shape` holds `ndim` dimensions (may be
@@ -456,6 +465,14 @@ struct dlb_tensor *dlb_tensor_retain(const struct dlb_tensor *t);
 // # Safety
 // `t` must be NULL or a live handle, not used afterwards.
 void dlb_tensor_free(struct dlb_tensor *t);
+
+// A compact row-major copy of `t` on `device`, in new memory, writable,
+// with DLPACK_FLAG_BITMASK_IS_COPIED set. Host memory to kDLCPU only for
+// now. On failure `*out` is untouched.
+//
+// # Safety
+// `t` must be NULL or a live handle; `out` must be NULL or writable.
+enum dlb_status dlb_tensor_copy(const struct dlb_tensor *t, DLDevice device, struct dlb_tensor **out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,6 +12,8 @@
 //! | [`tensor`] | the view itself |
 //! | [`dlpack`] | DLPack producer and consumer, versioned and legacy |
 //! | [`array_interface`] | `__array_interface__` / `__cuda_array_interface__` |
+//! | [`copy`] | explicit host copies |
+//! | [`python`] | the Python protocols (capsules, array-interface dict, buffers) |
 //! | [`cuda`] | CUDA through cudarc, loaded at run time |
 //! | [`ffi`] | the C ABI (`dlb_*`), translation only |
 //!
@@ -20,6 +22,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod array_interface;
+pub mod copy;
 pub mod cuda;
 pub mod device;
 pub mod dlpack;
@@ -28,6 +31,7 @@ pub mod error;
 pub mod ffi;
 pub mod layout;
 mod owner;
+pub mod python;
 pub mod tensor;
 
 pub use device::Device;

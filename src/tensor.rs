@@ -37,6 +37,13 @@ impl Flags {
     }
 }
 
+impl std::ops::BitAnd for Flags {
+    type Output = Flags;
+    fn bitand(self, rhs: Flags) -> Flags {
+        Flags(self.0 & rhs.0)
+    }
+}
+
 impl std::ops::BitOr for Flags {
     type Output = Flags;
     fn bitor(self, rhs: Flags) -> Flags {
@@ -176,6 +183,16 @@ impl Tensor {
 
     /// A new zero-filled, 256-byte aligned, row-major host tensor.
     pub fn zeros(device: Device, dtype: DType, shape: &[i64]) -> Result<Tensor> {
+        Tensor::zeros_with_flags(device, dtype, shape, Flags::default())
+    }
+
+    /// As [`Tensor::zeros`], with DLPack flags (padding changes the size).
+    pub(crate) fn zeros_with_flags(
+        device: Device,
+        dtype: DType,
+        shape: &[i64],
+        flags: Flags,
+    ) -> Result<Tensor> {
         if device != Device::CPU {
             bail!(
                 UnsupportedDevice,
@@ -183,7 +200,7 @@ impl Tensor {
             );
         }
         let numel = layout::numel(shape)?;
-        let bytes = match dtype.itemsize(false) {
+        let bytes = match dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED)) {
             Some(size) => numel
                 .checked_mul(size as u64)
                 .filter(|b| *b <= isize::MAX as u64),
@@ -203,7 +220,7 @@ impl Tensor {
             shape,
             strides: None,
             byte_offset: 0,
-            flags: 0,
+            flags: flags.0,
         };
         let view = raw.validate()?;
         Ok(Tensor::assemble(Arc::new(Owner::Host(buffer)), view))

@@ -1,7 +1,7 @@
 //! Panic boundary, per-thread error message, and pointer checks shared by
 //! every exported function.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
@@ -11,11 +11,21 @@ use crate::error::{Error, ErrorKind, Result};
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_KIND: Cell<Option<ErrorKind>> = const { Cell::new(None) };
 }
 
-fn record(message: &str) {
+fn record(message: &str, kind: Option<ErrorKind>) {
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|m| *m.borrow_mut() = text);
+    LAST_KIND.with(|k| k.set(kind));
+}
+
+/// The calling thread's last error as a core error (None for a panic or
+/// before any failure).
+pub(crate) fn last_error_value() -> Option<Error> {
+    let kind = LAST_KIND.with(Cell::get)?;
+    let message = LAST_ERROR.with(|m| m.borrow().to_string_lossy().into_owned());
+    Some(Error::new(kind, message))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -33,11 +43,11 @@ pub(crate) fn status(body: impl FnOnce() -> Result<()>) -> dlb_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => dlb_status::DLB_OK,
         Ok(Err(e)) => {
-            record(e.message());
+            record(e.message(), Some(e.kind()));
             dlb_status::from(e.kind())
         }
         Err(payload) => {
-            record(&panic_message(&*payload));
+            record(&panic_message(&*payload), None);
             dlb_status::DLB_ERR_PANIC
         }
     }
@@ -46,7 +56,7 @@ pub(crate) fn status(body: impl FnOnce() -> Result<()>) -> dlb_status {
 /// Runs an infallible body; a panic yields `fallback`.
 pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        record(&panic_message(&*payload));
+        record(&panic_message(&*payload), None);
         fallback
     })
 }
@@ -68,4 +78,30 @@ pub(crate) fn non_null<T>(p: *mut T, name: &str) -> Result<NonNull<T>> {
 pub(crate) unsafe fn arg<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
     // SAFETY: non-NULL checked; liveness by contract.
     non_null(p.cast_mut(), name).map(|p| unsafe { p.as_ref() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message_never_an_unwind() {
+        let s = status(|| panic!("boom in a test"));
+        assert_eq!(s, dlb_status::DLB_ERR_PANIC);
+        // SAFETY: the thread's message is a live NUL-terminated string.
+        let msg = unsafe { CStr::from_ptr(last_error()) }.to_str().unwrap();
+        assert!(msg.contains("boom in a test"), "{msg}");
+        assert_eq!(value(7, || -> i32 { panic!("again") }), 7);
+    }
+
+    #[test]
+    fn errors_record_their_message_and_success_keeps_it() {
+        let s = status(|| Err(Error::new(ErrorKind::InvalidShape, "shape[0] is -1")));
+        assert_eq!(s, dlb_status::DLB_ERR_INVALID_SHAPE);
+        assert_eq!(status(|| Ok(())), dlb_status::DLB_OK);
+        // SAFETY: as above.
+        let msg = unsafe { CStr::from_ptr(last_error()) }.to_str().unwrap();
+        assert_eq!(msg, "shape[0] is -1");
+    }
 }

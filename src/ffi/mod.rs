@@ -7,5 +7,6 @@
 
 pub mod array_interface;
 pub mod guard;
+pub mod python;
 pub mod status;
 pub mod tensor;

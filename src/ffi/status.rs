@@ -195,3 +195,26 @@ mod tests {
         assert_eq!(dlb_status::DLB_ERR_PANIC as i32, 18);
     }
 }
+
+/// Writes the DLPack type named `name` to `*out`: "float32", "int8",
+/// "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
+/// (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give
+/// DLB_ERR_INVALID_ARGUMENT and leave `*out` untouched.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_dtype_from_name(
+    name: *const c_char,
+    out: *mut dlpark::ffi::DLDataType,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: NUL-terminated by contract.
+        let name = unsafe { guard::arg(name, "name").map(|p| std::ffi::CStr::from_ptr(p)) }?;
+        let out = guard::non_null(out, "out")?;
+        let dtype = crate::DType::from_name(&name.to_string_lossy())?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(dtype.raw()) };
+        Ok(())
+    })
+}

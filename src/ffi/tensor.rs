@@ -338,3 +338,33 @@ pub unsafe extern "C" fn dlb_tensor_free(t: *mut dlb_tensor) {
         }
     })
 }
+
+/// A compact row-major copy of `t` on `device`, in new memory, writable,
+/// with DLPACK_FLAG_BITMASK_IS_COPIED set. Host memory to kDLCPU only for
+/// now. On failure `*out` is untouched.
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_copy(
+    t: *const dlb_tensor,
+    device: DLDevice,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let t = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        let device = Device::new(device)?;
+        if device != Device::CPU {
+            return Err(Error::new(
+                ErrorKind::UnsupportedDevice,
+                format!("copies to {device} are not supported yet (CPU only)"),
+            ));
+        }
+        let copy = crate::copy::contiguous(&t.tensor)?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(copy)) };
+        Ok(())
+    })
+}

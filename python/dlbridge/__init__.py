@@ -1,0 +1,158 @@
+"""dlbridge: zero-copy tensor exchange through DLPack and the NumPy array
+interface, between NumPy, PyTorch, JAX, CuPy, TensorFlow and C.
+
+>>> import numpy as np, dlbridge, torch
+>>> a = np.arange(6, dtype=np.float32)
+>>> t = dlbridge.from_dlpack(a)          # zero copy
+>>> torch.from_dlpack(t)                 # zero copy, same memory
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as _datetime
+from typing import Any, Optional, Sequence
+
+from . import _lib
+from ._tensor import Tensor, _wrap, parse_device
+
+__all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count", "__version__"]
+__version__ = _lib.version
+
+_CapsuleType = type(_datetime.datetime_CAPI)
+_MAX_VERSION = (1, 3)
+_from_capsule = _lib.from_capsule
+
+
+def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> Tensor:
+    """A ``Tensor`` over the memory of any DLPack producer (NumPy, PyTorch,
+    JAX, CuPy, ...) or of a raw DLPack capsule, zero copy.
+
+    Asks for a versioned capsule (``max_version=(1, 3)``) and falls back to
+    a keyword-less ``__dlpack__()`` for older producers. ``device`` asks the
+    producer for a copy on that device; ``copy=True`` / ``False`` is passed
+    on (always / never copy). A capsule can be consumed once.
+    """
+    if type(x) is _CapsuleType:
+        t = _wrap(_from_capsule(x))
+        if device is not None and parse_device(device) != t.__dlpack_device__():
+            return t.to_device(device)
+        return t.copy() if copy else t
+    if device is None and copy is None:
+        try:
+            capsule = x.__dlpack__(max_version=_MAX_VERSION)
+        except TypeError:
+            if not hasattr(x, "__dlpack__"):
+                raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
+            capsule = x.__dlpack__()
+        return _wrap(_from_capsule(capsule))
+    kwargs = {"max_version": _MAX_VERSION}
+    if copy is not None:
+        kwargs["copy"] = copy
+    if device is not None:
+        kwargs["dl_device"] = parse_device(device)
+    try:
+        capsule = x.__dlpack__(**kwargs)
+    except TypeError:
+        if not hasattr(x, "__dlpack__"):
+            raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
+        # An old producer: take what it has, then honour the request here.
+        t = _wrap(_from_capsule(x.__dlpack__()))
+        if device is not None and parse_device(device) != t.__dlpack_device__():
+            return t.to_device(device)
+        return t.copy() if copy else t
+    return _wrap(_from_capsule(capsule))
+
+
+def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
+    """A ``Tensor`` from anything that shares memory: a ``Tensor``, a DLPack
+    producer or capsule, an object with ``__array_interface__``, or a
+    buffer-protocol object (memoryview, bytearray, array.array). The source
+    stays alive as long as the memory is used. ``copy=True`` returns a copy;
+    every path here is otherwise zero copy, so ``copy=False`` never fails
+    for lack of one.
+    """
+    if type(x) is Tensor:
+        return x.copy() if copy else x
+    if type(x) is _CapsuleType:
+        return from_dlpack(x, copy=copy)
+    interface = None
+    if hasattr(x, "__dlpack__"):
+        try:
+            return from_dlpack(x, copy=copy)
+        except BufferError:
+            interface = getattr(x, "__array_interface__", None)
+            if interface is None:
+                raise
+    if hasattr(x, "__cuda_array_interface__"):
+        raise BufferError("__cuda_array_interface__ import is not supported yet; use DLPack (__dlpack__)")
+    if interface is None:
+        interface = getattr(x, "__array_interface__", None)
+    if interface is not None:
+        t = _from_array_interface(x, interface)
+    else:
+        try:
+            memoryview(x).release()
+        except TypeError:
+            raise TypeError(f"cannot share memory with {type(x).__name__}: it has no __dlpack__, "
+                            "__array_interface__ or buffer") from None
+        t = _wrap(_lib.from_buffer(x))
+    return t.copy() if copy else t
+
+
+def _from_array_interface(owner: Any, ai: dict) -> Tensor:
+    if ai.get("mask") is not None:
+        raise BufferError("masked array interfaces cannot be exchanged")
+    data = ai.get("data")
+    if not isinstance(data, tuple):
+        raise BufferError("array interfaces whose data is a buffer object are not supported; pass the buffer")
+    shape = tuple(ai["shape"])
+    strides = ai.get("strides")
+    c = _lib.ArrayInterface()
+    c.version = int(ai.get("version", 3))
+    typestr = ai["typestr"].encode()
+    if len(typestr) > 7:
+        raise ValueError(f"malformed typestr {ai['typestr']!r}")
+    c.typestr = typestr
+    c.ndim = len(shape)
+    shape_arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    c.shape = shape_arr
+    if strides is not None:
+        strides_arr = (ctypes.c_int64 * max(len(strides), 1))(*strides)
+        c.strides = strides_arr
+    c.data = int(data[0]) + int(ai.get("offset", 0))
+    c.readonly = bool(data[1])
+    name = getattr(getattr(owner, "dtype", None), "name", None)
+    if typestr[1:2] == b"V" and isinstance(name, str):
+        # ml_dtypes arrays say "<V2" / "|V1": their dtype name says which type.
+        _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
+    out = ctypes.c_void_p()
+    _lib.incref(owner)
+    status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(owner), ctypes.byref(out))
+    if status:
+        _lib.decref(owner)
+        _lib.check(status)
+    return _wrap(out.value)
+
+
+def zeros(shape: Sequence[int], dtype: str = "float32") -> Tensor:
+    """A new zero-filled, 256-byte aligned, row-major CPU tensor."""
+    shape = tuple(int(d) for d in shape)
+    dt = _lib.DLDataType()
+    _lib.check(_lib.dtype_from_name(str(dtype).encode(), ctypes.byref(dt)))
+    out = ctypes.c_void_p()
+    dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+    _lib.check(_lib.tensor_new(_lib.DLDevice(1, 0), dt, len(shape), dims, ctypes.byref(out)))
+    return _wrap(out.value)
+
+
+def live_tensor_count() -> int:
+    """dlbridge tensors alive in this process (handles and exported DLPack
+    tensors not yet deleted): for leak checks."""
+    return _lib.live_tensor_count()
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices; 0 when no CUDA driver can be loaded."""
+    n = ctypes.c_int32(0)
+    return n.value if _lib.cuda_device_count(ctypes.byref(n)) == 0 else 0

@@ -1,0 +1,127 @@
+"""Loads libdlbridge with ctypes and declares its functions, once.
+
+The library is loaded as ``ctypes.PyDLL``: the GIL stays held during calls,
+which the Python-facing entry points (``dlb_py_*``) need, since they build
+capsules, dicts and tuples through the CPython API. That API is handed to
+the library once, here, from ``ctypes.pythonapi``; errors come back as
+ordinary Python exceptions.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import os
+import pathlib
+from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
+from ctypes import c_uint64, c_size_t, c_void_p, py_object
+
+
+def _library_path() -> str:
+    here = pathlib.Path(__file__).resolve().parent
+    bundled = sorted(here.glob("libdlbridge*.so")) + sorted(here.glob("libdlbridge*.dylib"))
+    if bundled:
+        return str(bundled[0])
+    env = os.environ.get("DLBRIDGE_LIBRARY")
+    if env:
+        return env
+    in_repo = here.parent.parent / "target" / "release" / "libdlbridge.so"
+    if in_repo.is_file():
+        return str(in_repo)
+    raise ImportError(
+        "libdlbridge not found: install the package (pip install .), set DLBRIDGE_LIBRARY "
+        "to the library's path, or run `cargo build --release` in the repository"
+    )
+
+
+path = _library_path()
+lib = ctypes.PyDLL(path)
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", c_int32), ("device_id", c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", c_uint8), ("bits", c_uint8), ("lanes", c_uint16)]
+
+
+class ArrayInterface(ctypes.Structure):
+    """``dlb_array_interface``."""
+
+    _fields_ = [
+        ("version", c_int32),
+        ("ndim", c_int32),
+        ("typestr", c_char * 8),
+        ("shape", POINTER(c_int64)),
+        ("strides", POINTER(c_int64)),
+        ("data", c_void_p),
+        ("readonly", c_bool),
+        ("dtype", DLDataType),
+        ("device", DLDevice),
+    ]
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = argtypes
+    return f
+
+
+# C API (status-returning functions return int: 0 is DLB_OK).
+tensor_new = _fn("dlb_tensor_new", c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_void_p))
+tensor_free = _fn("dlb_tensor_free", None, c_void_p)
+tensor_copy = _fn("dlb_tensor_copy", c_int, c_void_p, DLDevice, POINTER(c_void_p))
+tensor_from_array_interface = _fn(
+    "dlb_tensor_from_array_interface", c_int, POINTER(ArrayInterface), c_void_p, c_void_p, POINTER(c_void_p)
+)
+dtype_from_name = _fn("dlb_dtype_from_name", c_int, c_char_p, POINTER(DLDataType))
+live_tensor_count = _fn("dlb_live_tensor_count", c_size_t)
+cuda_device_count = _fn("dlb_cuda_device_count", c_int, POINTER(c_int32))
+version = _fn("dlb_version", c_char_p)().decode()
+
+# Python entry points: NULL results come with a Python exception set.
+from_capsule = _fn("dlb_py_from_capsule", c_void_p, py_object)
+from_buffer = _fn("dlb_py_from_buffer", c_void_p, py_object)
+to_capsule = _fn("dlb_py_to_capsule", py_object, c_void_p, c_bool, c_bool)
+array_interface = _fn("dlb_py_array_interface", py_object, c_void_p)
+info = _fn("dlb_py_info", py_object, c_void_p)
+raise_last = _fn("dlb_py_raise_last", py_object)
+decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
+
+incref = ctypes.pythonapi.Py_IncRef
+incref.argtypes = [py_object]
+incref.restype = None
+decref = ctypes.pythonapi.Py_DecRef
+decref.argtypes = [py_object]
+decref.restype = None
+
+
+def check(status: int) -> None:
+    """Raises the exception for a failed C-API call (BufferError, ValueError, ...)."""
+    if status:
+        raise_last()
+
+
+def _register() -> None:
+    names = _fn("dlb_py_api_names", c_char_p, c_int)
+    funcs = []
+    for entry in names(0).decode().split(","):
+        for alternative in entry.split("|"):
+            try:
+                funcs.append(ctypes.cast(getattr(ctypes.pythonapi, alternative), c_void_p).value)
+                break
+            except AttributeError:
+                continue
+        else:
+            raise ImportError(f"this Python has no {entry!r}, which dlbridge needs")
+    special = {"None": None, "True": True, "False": False}
+    objects = [id(special[n] if n in special else getattr(builtins, n)) for n in names(1).decode().split(",")]
+    init = _fn("dlb_py_init", c_int, POINTER(c_void_p), c_size_t, POINTER(c_void_p), c_size_t)
+    status = init((c_void_p * len(funcs))(*funcs), len(funcs), (c_void_p * len(objects))(*objects), len(objects))
+    if status:
+        raise ImportError(f"dlbridge could not register the Python API (status {status})")
+
+
+_register()

@@ -1,0 +1,212 @@
+"""``dlbridge.Tensor``: a view of memory shared with other frameworks."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Optional, Tuple
+
+from . import _lib
+
+_new_object = object.__new__
+_info = _lib.info
+_to_capsule = _lib.to_capsule
+_array_interface = _lib.array_interface
+
+READ_ONLY = 1
+IS_COPIED = 2
+
+# kDLCPU, kDLCUDAHost, kDLROCMHost, kDLCUDAManaged: the CPU can read these.
+_HOST_DEVICES = frozenset((1, 3, 11, 13))
+_DEVICE_NAMES = {
+    1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm",
+    11: "rocm_host", 12: "ext_dev", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon",
+    17: "maia", 18: "trn",
+}
+# dtypes NumPy lacks: they reach NumPy through ml_dtypes.
+_ML_DTYPES = frozenset((
+    "bfloat16", "float8_e3m4", "float8_e4m3", "float8_e4m3b11fnuz", "float8_e4m3fn", "float8_e4m3fnuz",
+    "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn",
+))
+
+
+def _wrap(handle: Optional[int]) -> "Tensor":
+    if not handle:
+        _lib.raise_last()
+    t = _new_object(Tensor)
+    t._h = handle
+    t._meta = None
+    return t
+
+
+def parse_device(device: Any) -> Tuple[int, int]:
+    """(device_type, device_id) from "cpu", "cuda:1", a (type, id) pair, or
+    an object with ``__dlpack_device__``."""
+    if isinstance(device, tuple) and len(device) == 2:
+        return int(device[0]), int(device[1])
+    if hasattr(device, "__dlpack_device__"):
+        return tuple(device.__dlpack_device__())
+    if isinstance(device, str):
+        name, _, index = device.partition(":")
+        for code, known in _DEVICE_NAMES.items():
+            if known == name:
+                try:
+                    return code, int(index) if index else 0
+                except ValueError:
+                    break
+    raise ValueError(f"unknown device {device!r}: expected e.g. 'cpu', 'cuda:0' or (device_type, device_id)")
+
+
+class Tensor:
+    """A view of memory (shape, strides, dtype, device, read-only flag) that
+    keeps that memory alive and exchanges it with zero copy through DLPack
+    (``__dlpack__``) and NumPy's ``__array_interface__``."""
+
+    __slots__ = ("_h", "_meta", "__weakref__")
+
+    def __init__(self) -> None:
+        raise TypeError("create tensors with dlbridge.from_dlpack, dlbridge.asarray or dlbridge.zeros")
+
+    def __del__(self, _free=_lib.tensor_free) -> None:
+        h = getattr(self, "_h", 0)
+        if h:
+            self._h = 0
+            _free(h)
+
+    def _m(self):
+        m = self._meta
+        if m is None:
+            m = self._meta = _info(self._h)
+        return m
+
+    # -- the exchange protocols -------------------------------------------
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Optional[Tuple[int, int]] = None,
+                   dl_device: Any = None, copy: Optional[bool] = None) -> Any:
+        """A DLPack capsule of this tensor (the Python DLPack protocol).
+
+        Versioned ("dltensor_versioned") when ``max_version`` allows it,
+        legacy ("dltensor") otherwise; a read-only tensor cannot be exported
+        legacy (BufferError). ``copy=True`` exports a copy (IS_COPIED set),
+        ``copy=False`` refuses anything that would need one.
+        """
+        if stream is not None and stream != -1:
+            if type(stream) is not int:
+                raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
+            if self._m()[3] in _HOST_DEVICES:
+                raise ValueError(f"stream={stream} is not allowed for a CPU tensor (only None)")
+            if stream == 0:
+                raise ValueError("stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
+        versioned = False
+        if max_version is not None:
+            try:
+                versioned = int(max_version[0]) >= 1
+            except (TypeError, IndexError, ValueError):
+                raise TypeError(f"max_version must be a (major, minor) tuple, not {max_version!r}") from None
+        if dl_device is not None and parse_device(dl_device) != self.__dlpack_device__():
+            target = parse_device(dl_device)
+            if copy is False:
+                raise BufferError(f"exporting to device {target} needs a copy, and copy=False forbids it")
+            if not (target == (1, 0) and self._m()[3] in _HOST_DEVICES):
+                raise BufferError(f"cannot export a {self.device} tensor to device {target}")
+            copy = True
+        return _to_capsule(self._h, versioned, copy is True)
+
+    def __dlpack_device__(self) -> Tuple[int, int]:
+        m = self._m()
+        return (m[3], m[4])
+
+    @property
+    def __array_interface__(self) -> dict:
+        """NumPy's array interface (version 3), zero copy; read-only tensors
+        say so in ``data``. CPU-accessible memory only."""
+        if self._m()[3] not in _HOST_DEVICES:
+            raise TypeError(f"a {self.device} tensor has no __array_interface__; call .to_device('cpu') first")
+        return _array_interface(self._h)
+
+    # -- metadata ------------------------------------------------------------
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._m()[0]
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        """Strides in elements."""
+        return self._m()[1]
+
+    @property
+    def dtype(self) -> str:
+        """The dtype's name: "float32", "bool", "bfloat16", "float8_e4m3fn", ..."""
+        return self._m()[2]
+
+    @property
+    def device(self) -> str:
+        """"cpu", "cuda:0", ..."""
+        m = self._m()
+        name = _DEVICE_NAMES.get(m[3], str(m[3]))
+        return name if m[3] in _HOST_DEVICES and m[4] == 0 else f"{name}:{m[4]}"
+
+    @property
+    def ndim(self) -> int:
+        return len(self._m()[0])
+
+    @property
+    def nbytes(self) -> int:
+        return self._m()[6]
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self._m()[5] & READ_ONLY)
+
+    @property
+    def is_copied(self) -> bool:
+        """True when this memory is a copy made for an exchange (IS_COPIED)."""
+        return bool(self._m()[5] & IS_COPIED)
+
+    @property
+    def is_contiguous(self) -> bool:
+        return self._m()[7]
+
+    @property
+    def data_ptr(self) -> int:
+        """Address of the first element."""
+        return self._m()[8]
+
+    def __repr__(self) -> str:
+        ro = ", readonly" if self.readonly else ""
+        return (f"dlbridge.Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device}, "
+                f"strides={self.strides}{ro})")
+
+    # -- copies and conversions ---------------------------------------------
+
+    def copy(self) -> "Tensor":
+        """A compact row-major copy in new CPU memory (writable, IS_COPIED)."""
+        out = ctypes.c_void_p()
+        _lib.check(_lib.tensor_copy(self._h, _lib.DLDevice(1, 0), ctypes.byref(out)))
+        return _wrap(out.value)
+
+    def to_device(self, device: Any) -> "Tensor":
+        """This tensor on ``device``. Already there: the same tensor. Other
+        devices need explicit transfers, which this build cannot do yet."""
+        target = parse_device(device)
+        if target == self.__dlpack_device__():
+            return self
+        raise BufferError(f"transfers from {self.device} to {device!r} are not supported yet")
+
+    def numpy(self):
+        """A zero-copy NumPy view of this (CPU) tensor. bfloat16 and FP8
+        come back as ml_dtypes dtypes (ml_dtypes must be installed)."""
+        if self._m()[3] not in _HOST_DEVICES:
+            raise TypeError(f"numpy() needs CPU memory and this tensor is on {self.device}: "
+                            "call .to_device('cpu') first")
+        import numpy as np
+
+        array = np.asarray(self)
+        name = self.dtype
+        if name in _ML_DTYPES:
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise TypeError(f"{name} has no NumPy dtype; install ml_dtypes to view it in NumPy") from None
+            array = array.view(getattr(ml_dtypes, name))
+        return array

@@ -1,0 +1,205 @@
+//! The CPython C API, reached through function pointers the Python package
+//! registers once at import (from `ctypes.pythonapi`). The library never
+//! links libpython, so C users load it without Python.
+
+use std::ffi::{CStr, c_char, c_int, c_longlong, c_ulonglong, c_void};
+use std::sync::OnceLock;
+
+use crate::error::{Error, ErrorKind, Result, bail};
+
+/// An opaque CPython object.
+#[repr(C)]
+pub struct PyObject {
+    _opaque: [u8; 0],
+}
+
+/// `PyObject*`.
+pub type Obj = *mut PyObject;
+
+/// CPython's `Py_buffer` (stable ABI since 3.11); fields as in CPython.
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct PyBuffer {
+    pub buf: *mut c_void,
+    pub obj: Obj,
+    pub len: isize,
+    pub itemsize: isize,
+    pub readonly: c_int,
+    pub ndim: c_int,
+    pub format: *mut c_char,
+    pub shape: *mut isize,
+    pub strides: *mut isize,
+    pub suboffsets: *mut isize,
+    pub internal: *mut c_void,
+}
+
+/// The API functions, in registration order. An entry "A|B" takes the
+/// first name the interpreter has (3.11 spells `_Py_IsFinalizing`).
+pub const FUNCTION_NAMES: &CStr = c"PyCapsule_New,PyCapsule_GetPointer,PyCapsule_IsValid,PyCapsule_SetName,\
+PyErr_SetString,Py_IncRef,Py_DecRef,PyGILState_Ensure,PyGILState_Release,Py_IsFinalizing|_Py_IsFinalizing,\
+PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,PyTuple_SetItem,\
+PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString";
+
+/// The builtin objects, in registration order (their `id()`).
+pub const OBJECT_NAMES: &CStr =
+    c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
+
+type Destructor = unsafe extern "C" fn(Obj);
+
+/// The registered table.
+#[allow(missing_docs)]
+pub struct Api {
+    pub capsule_new: unsafe extern "C" fn(*mut c_void, *const c_char, Option<Destructor>) -> Obj,
+    pub capsule_get_pointer: unsafe extern "C" fn(Obj, *const c_char) -> *mut c_void,
+    pub capsule_is_valid: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
+    pub capsule_set_name: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
+    pub err_set_string: unsafe extern "C" fn(Obj, *const c_char),
+    pub incref: unsafe extern "C" fn(Obj),
+    pub decref: unsafe extern "C" fn(Obj),
+    pub gil_ensure: unsafe extern "C" fn() -> c_int,
+    pub gil_release: unsafe extern "C" fn(c_int),
+    pub is_finalizing: unsafe extern "C" fn() -> c_int,
+    pub get_buffer: unsafe extern "C" fn(Obj, *mut PyBuffer, c_int) -> c_int,
+    pub buffer_release: unsafe extern "C" fn(*mut PyBuffer),
+    pub dict_new: unsafe extern "C" fn() -> Obj,
+    pub dict_set_item_string: unsafe extern "C" fn(Obj, *const c_char, Obj) -> c_int,
+    pub tuple_new: unsafe extern "C" fn(isize) -> Obj,
+    pub tuple_set_item: unsafe extern "C" fn(Obj, isize, Obj) -> c_int,
+    pub long_from_long_long: unsafe extern "C" fn(c_longlong) -> Obj,
+    pub long_from_unsigned_long_long: unsafe extern "C" fn(c_ulonglong) -> Obj,
+    pub unicode_from_string: unsafe extern "C" fn(*const c_char) -> Obj,
+    pub none: Obj,
+    pub true_: Obj,
+    pub false_: Obj,
+    pub buffer_error: Obj,
+    pub type_error: Obj,
+    pub value_error: Obj,
+    pub memory_error: Obj,
+    pub runtime_error: Obj,
+}
+
+// SAFETY: function pointers and immortal builtin objects; CPython serialises
+// their use through the GIL, which every caller holds or takes.
+unsafe impl Send for Api {}
+// SAFETY: as above; the table is never mutated after registration.
+unsafe impl Sync for Api {}
+
+static API: OnceLock<Api> = OnceLock::new();
+
+/// The registered table, or an error before `register`.
+pub fn get() -> Result<&'static Api> {
+    match API.get() {
+        Some(api) => Ok(api),
+        None => bail!(
+            InvalidArgument,
+            "the Python API table is not registered (import dlbridge first)"
+        ),
+    }
+}
+
+/// The table, only when registered (for destructors, which cannot fail).
+pub fn try_get() -> Option<&'static Api> {
+    API.get()
+}
+
+/// Registers the table; later calls keep the first one.
+///
+/// # Safety
+/// `funcs` must hold the addresses of the functions in [`FUNCTION_NAMES`]
+/// order, `objects` those of [`OBJECT_NAMES`], from the running interpreter.
+pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
+    let count = |names: &CStr| names.to_bytes().split(|c| *c == b',').count();
+    let (nf, no) = (count(FUNCTION_NAMES), count(OBJECT_NAMES));
+    if funcs.len() != nf || objects.len() != no {
+        bail!(
+            InvalidArgument,
+            "expected {nf} functions and {no} objects, got {} and {}",
+            funcs.len(),
+            objects.len()
+        );
+    }
+    if funcs.iter().any(|f| f.is_null()) || objects.iter().any(|o| o.is_null()) {
+        return Err(Error::new(
+            ErrorKind::NullArgument,
+            "a Python API entry is NULL",
+        ));
+    }
+    // SAFETY: each address is the named CPython function, whose C signature
+    // is the field's type (by this function's contract).
+    macro_rules! f {
+        ($i:expr) => {
+            unsafe { std::mem::transmute::<*const c_void, _>(funcs[$i]) }
+        };
+    }
+    let _ = API.set(Api {
+        capsule_new: f!(0),
+        capsule_get_pointer: f!(1),
+        capsule_is_valid: f!(2),
+        capsule_set_name: f!(3),
+        err_set_string: f!(4),
+        incref: f!(5),
+        decref: f!(6),
+        gil_ensure: f!(7),
+        gil_release: f!(8),
+        is_finalizing: f!(9),
+        get_buffer: f!(10),
+        buffer_release: f!(11),
+        dict_new: f!(12),
+        dict_set_item_string: f!(13),
+        tuple_new: f!(14),
+        tuple_set_item: f!(15),
+        long_from_long_long: f!(16),
+        long_from_unsigned_long_long: f!(17),
+        unicode_from_string: f!(18),
+        none: objects[0],
+        true_: objects[1],
+        false_: objects[2],
+        buffer_error: objects[3],
+        type_error: objects[4],
+        value_error: objects[5],
+        memory_error: objects[6],
+        runtime_error: objects[7],
+    });
+    Ok(())
+}
+
+impl Api {
+    /// Sets the Python exception the spec asks for: BufferError for what
+    /// cannot be exchanged (dtype, layout, device, read-only, byte order),
+    /// ValueError for bad values, MemoryError, RuntimeError for CUDA.
+    pub fn raise(&self, e: &Error) {
+        let exc = match e.kind() {
+            ErrorKind::NullArgument
+            | ErrorKind::InvalidArgument
+            | ErrorKind::InvalidTypestr
+            | ErrorKind::InvalidNdim
+            | ErrorKind::InvalidShape => self.value_error,
+            ErrorKind::OutOfMemory => self.memory_error,
+            ErrorKind::Cuda | ErrorKind::CudaUnavailable => self.runtime_error,
+            _ => self.buffer_error,
+        };
+        self.raise_as(exc, e.message());
+    }
+
+    /// Sets `exc` with `message`.
+    pub fn raise_as(&self, exc: Obj, message: &str) {
+        let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: the caller holds the GIL (every entry that raises does).
+        unsafe { (self.err_set_string)(exc, text.as_ptr()) }
+    }
+
+    /// Runs `body` with the GIL held, unless the interpreter is finalizing
+    /// (then nothing runs: touching Python then would crash).
+    pub fn with_gil(&self, body: impl FnOnce()) {
+        // SAFETY: both calls are safe from any thread while the interpreter
+        // is not finalizing; the check comes first.
+        unsafe {
+            if (self.is_finalizing)() != 0 {
+                return;
+            }
+            let state = (self.gil_ensure)();
+            body();
+            (self.gil_release)(state);
+        }
+    }
+}
