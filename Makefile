@@ -2,16 +2,40 @@
 # job) and `make test` (every test). See README.md.
 
 CARGO ?= cargo
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
 
-.PHONY: build demo test test-rust lint check-header test-c clean
+.PHONY: build venv demo test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
-demo: build
-	$(MAKE) -C examples run
+# The real frameworks, pinned, in a local virtual environment.
+$(VENV)/.installed: python_tests/requirements.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r python_tests/requirements.txt
+	touch $@
+venv: $(VENV)/.installed
 
-test: lint test-rust check-header test-c
-	@echo "== all test suites passed"
+demo: build venv
+	$(MAKE) -C examples run PYTHON=$(abspath $(VPY))
+
+# Every suite, then one closing line with the totals.
+test:
+	mkdir -p build
+	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
+	@$(PYTHON) .ci/tally.py build/test.log
+
+test-all: lint test-rust check-header test-c test-python test-install
+
+test-python: build venv
+	PYTHONPATH=python $(VPY) -m pytest -q python_tests
+
+# pip install . into a fresh venv, used from outside the repository.
+test-install: venv
+	PYTHON=$(abspath $(VPY)) bash .ci/test_install.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -15,8 +15,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dlpack_types.display());
     println!("cargo:rerun-if-changed=src");
 
-    let mut config =
-        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     let version = env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION");
     let part = |key: &str| env::var(key).expect(key);
     config.after_includes = Some(format!(

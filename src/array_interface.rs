@@ -28,23 +28,16 @@ const NATIVE: u8 = b'>';
 /// Packed sub-byte data has no array-interface form.
 pub fn typestr(dtype: DType, padded: bool) -> Result<String> {
     let Some(size) = dtype.itemsize(padded) else {
-        bail!(
-            UnsupportedDtype,
-            "packed {dtype} data has no array-interface form (elements are smaller than a byte)"
-        );
+        bail!(UnsupportedDtype, "packed {dtype} data has no array-interface form (elements are smaller than a byte)");
     };
     let raw = dtype.raw();
-    let kind = if raw.lanes != 1 || dtype.is_subbyte() {
-        'V'
-    } else {
-        match (raw.code.0, raw.bits) {
-            (6, _) => 'b',
-            (0, 8..) => 'i',
-            (1, 8..) => 'u',
-            (2, _) => 'f',
-            (5, 64 | 128) => 'c',
-            _ => 'V',
-        }
+    let kind = match raw.code.0 {
+        _ if !has_numpy_kind(dtype) => 'V',
+        6 => 'b',
+        0 => 'i',
+        1 => 'u',
+        2 => 'f',
+        _ => 'c',
     };
     let order = if size == 1 { '|' } else { NATIVE as char };
     Ok(format!("{order}{kind}{size}"))
@@ -57,33 +50,29 @@ pub fn typestr(dtype: DType, padded: bool) -> Result<String> {
 /// must agree with the string. Non-native byte order is refused.
 pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
     let bytes = typestr.as_bytes();
-    let size = typestr.get(2..).and_then(|s| {
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse::<usize>().ok()
-        } else {
-            None
-        }
-    });
+    let size = typestr
+        .get(2..)
+        .and_then(|s| if s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<usize>().ok() } else { None });
     let (Some(&order), Some(&kind), Some(size)) = (bytes.first(), bytes.get(1), size) else {
-        bail!(
-            InvalidTypestr,
-            "malformed typestr {typestr:?}: expected byte order, kind and item size, e.g. \"<f4\""
-        );
+        bail!(InvalidTypestr, "malformed typestr {typestr:?}: expected byte order, kind and item size, e.g. \"<f4\"");
     };
     if !matches!(order, b'<' | b'>' | b'|' | b'=') {
-        bail!(
-            InvalidTypestr,
-            "malformed typestr {typestr:?}: byte order must be one of < > | ="
-        );
+        bail!(InvalidTypestr, "malformed typestr {typestr:?}: byte order must be one of < > | =");
     }
     if size == 0 {
         bail!(InvalidTypestr, "malformed typestr {typestr:?}: item size 0");
     }
     if size > 1 && order != b'|' && order != b'=' && order != NATIVE {
-        bail!(
-            ByteOrder,
-            "typestr {typestr:?} is not in native byte order; byte-swap it first"
-        );
+        bail!(ByteOrder, "typestr {typestr:?} is not in native byte order; byte-swap it first");
+    }
+    // Types NumPy lacks (bfloat16, FP8, ...) travel as raw bytes, or under
+    // whatever kind their NumPy extension chose (ml_dtypes spells
+    // float8_e5m2 "<f1"): the caller's DLPack type names them.
+    if let Some(h) = hint {
+        let named = DType::new(h)?;
+        if !has_numpy_kind(named) && named.itemsize(true) == Some(size) {
+            return Ok(named);
+        }
     }
     let parsed = match (kind, size) {
         (b'b', 1) => DType::BOOL,
@@ -109,19 +98,12 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
             };
             let dtype = DType::new(hint)?;
             if dtype.itemsize(true) != Some(size) {
-                bail!(
-                    InvalidArgument,
-                    "typestr {typestr:?} holds {size}-byte items but dtype {dtype} does not"
-                );
+                bail!(InvalidArgument, "typestr {typestr:?} holds {size}-byte items but dtype {dtype} does not");
             }
             return Ok(dtype);
         }
         (b'b' | b'i' | b'u' | b'f' | b'c', _) => {
-            bail!(
-                UnsupportedDtype,
-                "typestr {typestr:?}: no DLPack type of kind '{}' has {size} bytes",
-                kind as char
-            )
+            bail!(UnsupportedDtype, "typestr {typestr:?}: no DLPack type of kind '{}' has {size} bytes", kind as char)
         }
         (b'm' | b'M' | b'O' | b'S' | b'U' | b'a', _) => {
             bail!(
@@ -130,32 +112,33 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
                 kind as char
             )
         }
-        _ => bail!(
-            InvalidTypestr,
-            "malformed typestr {typestr:?}: unknown kind '{}'",
-            kind as char
-        ),
+        _ => bail!(InvalidTypestr, "malformed typestr {typestr:?}: unknown kind '{}'", kind as char),
     };
     if let Some(h) = hint
         && h != parsed.raw()
     {
         let named = DType::new(h).map_or_else(|_| format!("{h:?}"), |d| d.name());
-        bail!(
-            InvalidArgument,
-            "typestr {typestr:?} is {parsed} but the dtype field says {named}"
-        );
+        bail!(InvalidArgument, "typestr {typestr:?} is {parsed} but the dtype field says {named}");
     }
     Ok(parsed)
+}
+
+/// Whether NumPy has a builtin type for `dtype` (else it travels as "V").
+fn has_numpy_kind(dtype: DType) -> bool {
+    let raw = dtype.raw();
+    raw.lanes == 1
+        && match raw.code.0 {
+            0 | 1 => raw.bits >= 8,
+            2 | 6 => true,
+            5 => raw.bits >= 64,
+            _ => false,
+        }
 }
 
 /// Byte strides of `tensor` (the array interface's unit).
 pub fn byte_strides(tensor: &Tensor) -> Result<Dims> {
     let Some(size) = tensor.itemsize() else {
-        bail!(
-            UnsupportedDtype,
-            "packed {} data has no byte strides",
-            tensor.dtype()
-        );
+        bail!(UnsupportedDtype, "packed {} data has no byte strides", tensor.dtype());
     };
     // Cannot overflow: validation bounded every stride times the item size.
     Ok(tensor.strides().iter().map(|s| s * size as i64).collect())
@@ -170,10 +153,7 @@ pub fn element_strides(byte_strides: &[i64], itemsize: usize) -> Result<Dims> {
         .enumerate()
         .map(|(i, &b)| {
             if b % size != 0 {
-                bail!(
-                    InvalidStrides,
-                    "strides[{i}] = {b} bytes is not a multiple of the item size {itemsize}"
-                );
+                bail!(InvalidStrides, "strides[{i}] = {b} bytes is not a multiple of the item size {itemsize}");
             }
             Ok(b / size)
         })
@@ -206,26 +186,16 @@ pub struct Fields<'a> {
 ///
 /// # Safety
 /// As for [`Tensor::wrap`].
-pub unsafe fn import(
-    fields: &Fields<'_>,
-    release: Option<ReleaseFn>,
-    ctx: *mut c_void,
-) -> Result<Tensor> {
+pub unsafe fn import(fields: &Fields<'_>, release: Option<ReleaseFn>, ctx: *mut c_void) -> Result<Tensor> {
     let device = Device::new(fields.device)?;
     if !device.has_addresses() {
-        bail!(
-            UnsupportedDevice,
-            "the array interface needs addressable memory, not {device}"
-        );
+        bail!(UnsupportedDevice, "the array interface needs addressable memory, not {device}");
     }
     let dtype = parse_typestr(fields.typestr, fields.dtype)?;
     let padded = dtype.is_subbyte();
     let itemsize = dtype.itemsize(padded).unwrap_or(1);
     layout::check_ndim(i32::try_from(fields.shape.len()).unwrap_or(i32::MAX))?;
-    let strides = fields
-        .strides
-        .map(|s| element_strides(s, itemsize))
-        .transpose()?;
+    let strides = fields.strides.map(|s| element_strides(s, itemsize)).transpose()?;
     let mut flags = Flags::default();
     if fields.readonly {
         flags = flags | Flags::READ_ONLY;
@@ -279,40 +249,19 @@ mod tests {
 
     #[test]
     fn raw_byte_types_keep_their_dlpack_type_when_told() {
-        let fp8 = DType::new(DLDataType {
-            code: Code::FLOAT8_E4M3FN,
-            bits: 8,
-            lanes: 1,
-        })
-        .unwrap();
+        let fp8 = DType::new(DLDataType { code: Code::FLOAT8_E4M3FN, bits: 8, lanes: 1 }).unwrap();
         assert_eq!(typestr(DType::BFLOAT16, false).unwrap(), "<V2");
         assert_eq!(typestr(fp8, false).unwrap(), "|V1");
-        assert_eq!(
-            parse_typestr("<V2", Some(DType::BFLOAT16.raw())).unwrap(),
-            DType::BFLOAT16
-        );
+        assert_eq!(parse_typestr("<V2", Some(DType::BFLOAT16.raw())).unwrap(), DType::BFLOAT16);
         assert_eq!(parse_typestr("|V1", Some(fp8.raw())).unwrap(), fp8);
-        assert_eq!(
-            parse_typestr("<V2", None).unwrap_err().kind(),
-            ErrorKind::UnsupportedDtype
-        );
-        assert_eq!(
-            parse_typestr("<V4", Some(DType::BFLOAT16.raw()))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidArgument
-        );
-        let fp4 = DType::new(DLDataType {
-            code: Code::FLOAT4_E2M1FN,
-            bits: 4,
-            lanes: 1,
-        })
-        .unwrap();
+        let e5m2 = DType::new(DLDataType { code: Code::FLOAT8_E5M2, bits: 8, lanes: 1 }).unwrap();
+        assert_eq!(parse_typestr("<f1", Some(e5m2.raw())).unwrap(), e5m2);
+        assert_eq!(parse_typestr("<f1", None).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
+        assert_eq!(parse_typestr("<V2", None).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
+        assert_eq!(parse_typestr("<V4", Some(DType::BFLOAT16.raw())).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        let fp4 = DType::new(DLDataType { code: Code::FLOAT4_E2M1FN, bits: 4, lanes: 1 }).unwrap();
         assert_eq!(typestr(fp4, true).unwrap(), "|V1");
-        assert_eq!(
-            typestr(fp4, false).unwrap_err().kind(),
-            ErrorKind::UnsupportedDtype
-        );
+        assert_eq!(typestr(fp4, false).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
     }
 
     #[test]
@@ -337,12 +286,7 @@ mod tests {
             assert_eq!(parse_typestr(s, None).unwrap_err().kind(), kind, "{s:?}");
         }
         assert_eq!(parse_typestr(">i1", None).unwrap(), DType::INT8);
-        assert_eq!(
-            parse_typestr("<f4", Some(DType::INT32.raw()))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidArgument
-        );
+        assert_eq!(parse_typestr("<f4", Some(DType::INT32.raw())).unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
 
     #[test]

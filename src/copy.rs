@@ -16,12 +16,7 @@ pub fn contiguous(src: &Tensor) -> Result<Tensor> {
         );
     }
     let padded = src.flags() & Flags::SUBBYTE_PADDED;
-    let dst = Tensor::zeros_with_flags(
-        Device::CPU,
-        src.dtype(),
-        src.shape(),
-        padded | Flags::IS_COPIED,
-    )?;
+    let dst = Tensor::zeros_with_flags(Device::CPU, src.dtype(), src.shape(), padded | Flags::IS_COPIED)?;
     if src.numel() == 0 {
         return Ok(dst);
     }
@@ -48,13 +43,7 @@ pub fn contiguous(src: &Tensor) -> Result<Tensor> {
 /// # Safety
 /// `from` with `shape`/`strides` (elements of `itemsize` bytes) must be
 /// readable; `out` must have room for all elements.
-unsafe fn copy_strided(
-    from: *const u8,
-    out: *mut u8,
-    shape: &[i64],
-    strides: &[i64],
-    itemsize: usize,
-) {
+unsafe fn copy_strided(from: *const u8, out: *mut u8, shape: &[i64], strides: &[i64], itemsize: usize) {
     let ndim = shape.len();
     let mut index = vec![0i64; ndim];
     let mut offset: isize = 0; // bytes from `from` to the current element
@@ -104,25 +93,14 @@ mod tests {
         let p = buf.as_mut_ptr();
         // SAFETY: `buf` outlives each view; no release.
         let wrap = |data: *mut f32, shape: &[i64], strides: &[i64]| unsafe {
-            Tensor::wrap(
-                &raw(data.cast(), shape, Some(strides)),
-                None,
-                std::ptr::null_mut(),
-            )
-            .unwrap()
+            Tensor::wrap(&raw(data.cast(), shape, Some(strides)), None, std::ptr::null_mut()).unwrap()
         };
         let transposed = wrap(p, &[4, 3], &[1, 4]);
         let c = contiguous(&transposed).unwrap();
         assert!(c.is_contiguous() && c.flags().contains(Flags::IS_COPIED));
-        assert_eq!(
-            values(&c),
-            [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
-        );
+        assert_eq!(values(&c), [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]);
         let reversed = wrap(p.wrapping_add(11), &[6], &[-2]);
-        assert_eq!(
-            values(&contiguous(&reversed).unwrap()),
-            [11., 9., 7., 5., 3., 1.]
-        );
+        assert_eq!(values(&contiguous(&reversed).unwrap()), [11., 9., 7., 5., 3., 1.]);
         let stepped = wrap(p, &[2, 2], &[6, 2]);
         assert_eq!(values(&contiguous(&stepped).unwrap()), [0., 2., 6., 8.]);
         let same = wrap(p, &[12], &[1]);

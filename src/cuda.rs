@@ -18,26 +18,15 @@ pub fn device_count() -> Result<usize> {
     #[cfg(feature = "cuda")]
     {
         if !driver_present() {
-            bail!(
-                CudaUnavailable,
-                "no CUDA driver: libcuda.so could not be loaded"
-            );
+            bail!(CudaUnavailable, "no CUDA driver: libcuda.so could not be loaded");
         }
         let count = cudarc::driver::result::init()
             .and_then(|()| cudarc::driver::result::device::get_count())
-            .map_err(|e| {
-                crate::error::Error::new(
-                    crate::error::ErrorKind::Cuda,
-                    format!("CUDA driver: {e:?}"),
-                )
-            })?;
+            .map_err(|e| crate::error::Error::new(crate::error::ErrorKind::Cuda, format!("CUDA driver: {e:?}")))?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
     #[cfg(not(feature = "cuda"))]
-    bail!(
-        CudaUnavailable,
-        "dlbridge was built without the `cuda` feature"
-    )
+    bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
 }
 
 #[cfg(test)]
@@ -48,10 +37,7 @@ mod tests {
     fn device_count_is_a_number_or_an_error_never_a_crash() {
         match super::device_count() {
             Ok(n) => println!("{n} CUDA device(s)"),
-            Err(e) => assert!(
-                matches!(e.kind(), ErrorKind::CudaUnavailable | ErrorKind::Cuda),
-                "{e}"
-            ),
+            Err(e) => assert!(matches!(e.kind(), ErrorKind::CudaUnavailable | ErrorKind::Cuda), "{e}"),
         }
     }
 }

@@ -31,20 +31,12 @@ const NAMES: [(Kind, &str); 16] = [
 
 impl Device {
     /// Host memory.
-    pub const CPU: Device = Device(DLDevice {
-        device_type: Kind::CPU,
-        device_id: 0,
-    });
+    pub const CPU: Device = Device(DLDevice { device_type: Kind::CPU, device_id: 0 });
 
     /// Validates a foreign device.
     pub fn new(d: DLDevice) -> Result<Device> {
         if !NAMES.iter().any(|(k, _)| *k == d.device_type) {
-            bail!(
-                UnsupportedDevice,
-                "unknown device type {} (device id {})",
-                d.device_type.0,
-                d.device_id
-            );
+            bail!(UnsupportedDevice, "unknown device type {} (device id {})", d.device_type.0, d.device_id);
         }
         if d.device_id < 0 {
             bail!(UnsupportedDevice, "device id {} is negative", d.device_id);
@@ -54,10 +46,7 @@ impl Device {
 
     /// A CUDA device by ordinal.
     pub fn cuda(id: i32) -> Result<Device> {
-        Device::new(DLDevice {
-            device_type: Kind::CUDA,
-            device_id: id,
-        })
+        Device::new(DLDevice { device_type: Kind::CUDA, device_id: id })
     }
 
     /// The DLPack value.
@@ -77,10 +66,7 @@ impl Device {
 
     /// Memory that the CPU can read and write directly.
     pub fn is_host_accessible(self) -> bool {
-        matches!(
-            self.kind(),
-            Kind::CPU | Kind::CUDAHOST | Kind::ROCMHOST | Kind::CUDAMANAGED
-        )
+        matches!(self.kind(), Kind::CPU | Kind::CUDAHOST | Kind::ROCMHOST | Kind::CUDAMANAGED)
     }
 
     /// `data` is an address (not an opaque handle such as an OpenCL
@@ -89,13 +75,7 @@ impl Device {
     pub fn has_addresses(self) -> bool {
         matches!(
             self.kind(),
-            Kind::CPU
-                | Kind::CUDA
-                | Kind::CUDAHOST
-                | Kind::ROCM
-                | Kind::ROCMHOST
-                | Kind::CUDAMANAGED
-                | Kind::ONEAPI
+            Kind::CPU | Kind::CUDA | Kind::CUDAHOST | Kind::ROCM | Kind::ROCMHOST | Kind::CUDAMANAGED | Kind::ONEAPI
         )
     }
 
@@ -110,10 +90,7 @@ impl Device {
             None => (s, 0),
         };
         match NAMES.iter().find(|(_, n)| *n == name) {
-            Some((kind, _)) => Device::new(DLDevice {
-                device_type: *kind,
-                device_id: id,
-            }),
+            Some((kind, _)) => Device::new(DLDevice { device_type: *kind, device_id: id }),
             None => bail!(InvalidArgument, "unknown device {s:?}"),
         }
     }
@@ -121,14 +98,9 @@ impl Device {
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = NAMES
-            .iter()
-            .find(|(k, _)| *k == self.kind())
-            .map_or("?", |(_, n)| n);
+        let name = NAMES.iter().find(|(k, _)| *k == self.kind()).map_or("?", |(_, n)| n);
         match self.kind() {
-            Kind::CPU | Kind::CUDAHOST | Kind::CUDAMANAGED | Kind::ROCMHOST if self.id() == 0 => {
-                f.write_str(name)
-            }
+            Kind::CPU | Kind::CUDAHOST | Kind::CUDAMANAGED | Kind::ROCMHOST if self.id() == 0 => f.write_str(name),
             _ => write!(f, "{name}:{}", self.id()),
         }
     }
@@ -148,11 +120,7 @@ mod tests {
     #[test]
     fn known_devices_round_trip_through_their_names() {
         for (kind, _) in NAMES {
-            let d = Device::new(DLDevice {
-                device_type: kind,
-                device_id: 1,
-            })
-            .unwrap();
+            let d = Device::new(DLDevice { device_type: kind, device_id: 1 }).unwrap();
             assert_eq!(Device::parse(&d.to_string()).unwrap(), d);
         }
         assert_eq!(Device::CPU.to_string(), "cpu");
@@ -163,11 +131,7 @@ mod tests {
     #[test]
     fn refuses_unknown_types_and_negative_ids() {
         for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1)] {
-            let e = Device::new(DLDevice {
-                device_type: Kind(t as u32),
-                device_id: id,
-            })
-            .unwrap_err();
+            let e = Device::new(DLDevice { device_type: Kind(t as u32), device_id: id }).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::UnsupportedDevice);
         }
         assert!(Device::parse("tpu").is_err());

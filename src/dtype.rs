@@ -14,11 +14,7 @@ use crate::error::{Result, bail};
 pub struct DType(DLDataType);
 
 const fn raw(code: Code, bits: u8) -> DType {
-    DType(DLDataType {
-        code,
-        bits,
-        lanes: 1,
-    })
+    DType(DLDataType { code, bits, lanes: 1 })
 }
 
 /// Names and codes of the FP8/FP6/FP4 types, in code order (7..=17).
@@ -84,44 +80,26 @@ impl DType {
             Code::BFLOAT => &[16],
             Code::COMPLEX => &[32, 64, 128],
             Code::BOOL => &[8],
-            Code::OPAQUEHANDLE => bail!(
-                UnsupportedDtype,
-                "dtype code 3 (kDLOpaqueHandle) has no agreed meaning and cannot be exchanged"
-            ),
-            c if (FIRST_SMALL_FLOAT..FIRST_SMALL_FLOAT + SMALL_FLOATS.len() as u8)
-                .contains(&c.0) =>
-            {
+            Code::OPAQUEHANDLE => {
+                bail!(UnsupportedDtype, "dtype code 3 (kDLOpaqueHandle) has no agreed meaning and cannot be exchanged")
+            }
+            c if (FIRST_SMALL_FLOAT..FIRST_SMALL_FLOAT + SMALL_FLOATS.len() as u8).contains(&c.0) => {
                 let (name, want) = SMALL_FLOATS[(c.0 - FIRST_SMALL_FLOAT) as usize];
                 if bits != want {
-                    bail!(
-                        UnsupportedDtype,
-                        "dtype {name} (code {}) must have bits={want}, got bits={bits}",
-                        c.0
-                    );
+                    bail!(UnsupportedDtype, "dtype {name} (code {}) must have bits={want}, got bits={bits}", c.0);
                 }
                 &[]
             }
-            c => bail!(
-                UnsupportedDtype,
-                "unknown dtype code {} (bits={bits}, lanes={lanes})",
-                c.0
-            ),
+            c => bail!(UnsupportedDtype, "unknown dtype code {} (bits={bits}, lanes={lanes})", c.0),
         };
         if !allowed.is_empty() && !allowed.contains(&bits) {
-            bail!(
-                UnsupportedDtype,
-                "dtype code {} does not allow bits={bits} (allowed: {allowed:?})",
-                code.0
-            );
+            bail!(UnsupportedDtype, "dtype code {} does not allow bits={bits} (allowed: {allowed:?})", code.0);
         }
         if lanes == 0 {
             bail!(UnsupportedDtype, "dtype lanes is 0: must be >= 1");
         }
         if lanes > 1 && (u32::from(bits) * u32::from(lanes)) % 8 != 0 {
-            bail!(
-                UnsupportedDtype,
-                "a vector of {lanes} x {bits}-bit elements does not fill whole bytes"
-            );
+            bail!(UnsupportedDtype, "a vector of {lanes} x {bits}-bit elements does not fill whole bytes");
         }
         Ok(DType(dt))
     }
@@ -164,10 +142,7 @@ impl DType {
             return Ok(t);
         }
         let vector = name.rsplit_once('x').and_then(|(base, lanes)| {
-            let lanes = lanes
-                .parse::<u16>()
-                .ok()
-                .filter(|l| *l >= 1 && lanes.bytes().all(|c| c.is_ascii_digit()))?;
+            let lanes = lanes.parse::<u16>().ok().filter(|l| *l >= 1 && lanes.bytes().all(|c| c.is_ascii_digit()))?;
             Some((scalar_from_name(base)?, lanes))
         });
         match vector {
@@ -232,11 +207,7 @@ mod tests {
     use crate::error::ErrorKind;
 
     fn dt(code: u8, bits: u8, lanes: u16) -> DLDataType {
-        DLDataType {
-            code: Code(code),
-            bits,
-            lanes,
-        }
+        DLDataType { code: Code(code), bits, lanes }
     }
 
     #[test]
@@ -292,11 +263,7 @@ mod tests {
             (17, 4, 3),  // 12-bit vector
         ] {
             let e = DType::new(dt(code, bits, lanes)).unwrap_err();
-            assert_eq!(
-                e.kind(),
-                ErrorKind::UnsupportedDtype,
-                "{code},{bits},{lanes}: {e}"
-            );
+            assert_eq!(e.kind(), ErrorKind::UnsupportedDtype, "{code},{bits},{lanes}: {e}");
         }
         assert!(DType::from_name("float31").is_err());
         assert!(DType::from_name("quaternion").is_err());

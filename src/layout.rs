@@ -15,10 +15,7 @@ pub type Dims = SmallVec<[i64; 6]>;
 pub fn check_ndim(ndim: i32) -> Result<usize> {
     match usize::try_from(ndim) {
         Ok(n) if n <= MAX_NDIM => Ok(n),
-        _ => bail!(
-            InvalidNdim,
-            "ndim is {ndim}: must be between 0 and {MAX_NDIM}"
-        ),
+        _ => bail!(InvalidNdim, "ndim is {ndim}: must be between 0 and {MAX_NDIM}"),
     }
 }
 
@@ -121,10 +118,7 @@ pub fn byte_extent(shape: &[i64], strides: &[i64], itemsize: usize, numel: u64) 
     let mut hi: i128 = item;
     for (i, (&d, &s)) in shape.iter().zip(strides).enumerate() {
         if (s as i128 * item).abs() > limit {
-            bail!(
-                Overflow,
-                "strides[{i}] = {s} elements of {itemsize} bytes overflows 64-bit byte strides"
-            );
+            bail!(Overflow, "strides[{i}] = {s} elements of {itemsize} bytes overflows 64-bit byte strides");
         }
         if numel == 0 {
             continue; // nothing is touched: any stride is fine
@@ -136,29 +130,20 @@ pub fn byte_extent(shape: &[i64], strides: &[i64], itemsize: usize, numel: u64) 
             hi += reach
         }
         if -lo > limit || hi > limit || hi - lo > isize::MAX as i128 {
-            bail!(
-                Overflow,
-                "shape {shape:?} with strides {strides:?}: byte extent overflows"
-            );
+            bail!(Overflow, "shape {shape:?} with strides {strides:?}: byte extent overflows");
         }
     }
     if numel == 0 {
         return Ok(Extent { lo: 0, hi: 0 });
     }
-    Ok(Extent {
-        lo: lo as i64,
-        hi: hi as i64,
-    })
+    Ok(Extent { lo: lo as i64, hi: hi as i64 })
 }
 
 /// Bytes of `numel` packed sub-byte elements of `bits` each.
 pub fn packed_bytes(numel: u64, bits: u32) -> Result<u64> {
     match numel.checked_mul(u64::from(bits)) {
         Some(b) if b.div_ceil(8) <= isize::MAX as u64 => Ok(b.div_ceil(8)),
-        _ => bail!(
-            Overflow,
-            "{numel} elements of {bits} bits overflow the address space"
-        ),
+        _ => bail!(Overflow, "{numel} elements of {bits} bits overflow the address space"),
     }
 }
 
@@ -184,14 +169,8 @@ mod tests {
         let e = numel(&[2, -1]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidShape);
         assert_eq!(e.message(), "shape[1] is -1: dimensions must be >= 0");
-        assert_eq!(
-            numel(&[1 << 32, 1 << 32]).unwrap_err().kind(),
-            ErrorKind::Overflow
-        );
-        assert_eq!(
-            numel(&[0, 1 << 40, 1 << 40]).unwrap_err().kind(),
-            ErrorKind::Overflow
-        );
+        assert_eq!(numel(&[1 << 32, 1 << 32]).unwrap_err().kind(), ErrorKind::Overflow);
+        assert_eq!(numel(&[0, 1 << 40, 1 << 40]).unwrap_err().kind(), ErrorKind::Overflow);
     }
 
     #[test]
@@ -214,24 +193,13 @@ mod tests {
         let e = byte_extent(&[3], &[-2], 8, 3).unwrap();
         assert_eq!((e.lo, e.hi), (-32, 8));
         assert_eq!(byte_extent(&[0, 5], &[1, 1 << 62], 1, 0).unwrap().len(), 0);
+        assert_eq!(byte_extent(&[2], &[1 << 62], 4, 2).unwrap_err().kind(), ErrorKind::Overflow);
+        assert_eq!(byte_extent(&[1], &[i64::MAX], 2, 1).unwrap_err().kind(), ErrorKind::Overflow);
         assert_eq!(
-            byte_extent(&[2], &[1 << 62], 4, 2).unwrap_err().kind(),
-            ErrorKind::Overflow
-        );
-        assert_eq!(
-            byte_extent(&[1], &[i64::MAX], 2, 1).unwrap_err().kind(),
-            ErrorKind::Overflow
-        );
-        assert_eq!(
-            byte_extent(&[1 << 31, 1 << 31], &[1 << 31, 1], 8, 1 << 62)
-                .unwrap_err()
-                .kind(),
+            byte_extent(&[1 << 31, 1 << 31], &[1 << 31, 1], 8, 1 << 62).unwrap_err().kind(),
             ErrorKind::Overflow
         );
         assert_eq!(packed_bytes(3, 4).unwrap(), 2);
-        assert_eq!(
-            packed_bytes(u64::MAX, 4).unwrap_err().kind(),
-            ErrorKind::Overflow
-        );
+        assert_eq!(packed_bytes(u64::MAX, 4).unwrap_err().kind(), ErrorKind::Overflow);
     }
 }

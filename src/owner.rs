@@ -21,10 +21,7 @@ pub(crate) enum Owner {
     Host(#[allow(dead_code)] HostBuffer),
     /// Memory lent by the caller; `release(ctx)` runs when the last holder
     /// is gone.
-    Borrowed {
-        release: Option<ReleaseFn>,
-        ctx: *mut c_void,
-    },
+    Borrowed { release: Option<ReleaseFn>, ctx: *mut c_void },
     /// A foreign DLPack tensor; its deleter runs when the last holder is gone.
     Versioned(NonNull<DLManagedTensorVersioned>),
     /// A foreign legacy DLPack tensor.

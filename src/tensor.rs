@@ -92,11 +92,7 @@ impl RawView<'_> {
         let dtype = DType::new(self.dtype)?;
         let flags = Flags(self.flags);
         if flags.0 & !Flags::KNOWN.0 != 0 {
-            bail!(
-                UnsupportedFlags,
-                "unknown DLPack flag bits {:#x}",
-                flags.0 & !Flags::KNOWN.0
-            );
+            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
         let _ = layout::check_ndim(i32::try_from(self.shape.len()).unwrap_or(i32::MAX))?;
         let numel = layout::numel(self.shape)?;
@@ -108,16 +104,10 @@ impl RawView<'_> {
             Some(itemsize) => layout::byte_extent(self.shape, &strides, itemsize, numel)?,
             None => {
                 if !layout::is_row_major(self.shape, &strides) {
-                    bail!(
-                        InvalidStrides,
-                        "packed {dtype} data must be compact row-major (strides {strides:?})"
-                    );
+                    bail!(InvalidStrides, "packed {dtype} data must be compact row-major (strides {strides:?})");
                 }
                 let bytes = layout::packed_bytes(numel, dtype.element_bits())?;
-                layout::Extent {
-                    lo: 0,
-                    hi: bytes as i64,
-                }
+                layout::Extent { lo: 0, hi: bytes as i64 }
             }
         };
         if numel > 0 && self.data.is_null() {
@@ -126,9 +116,7 @@ impl RawView<'_> {
         let (data, byte_offset) = if device.has_addresses() {
             if numel > 0 {
                 let first = self.data as usize as i128 + i128::from(self.byte_offset);
-                if first + i128::from(extent.lo) < 0
-                    || first + i128::from(extent.hi) > usize::MAX as i128 + 1
-                {
+                if first + i128::from(extent.lo) < 0 || first + i128::from(extent.hi) > usize::MAX as i128 + 1 {
                     bail!(
                         Overflow,
                         "data {:p} + byte_offset {} + extent overflows the address space",
@@ -140,24 +128,11 @@ impl RawView<'_> {
             (self.data.wrapping_byte_add(self.byte_offset as usize), 0)
         } else {
             if i128::from(self.byte_offset) + i128::from(extent.hi) > u64::MAX as i128 {
-                bail!(
-                    Overflow,
-                    "byte_offset {} + extent overflows 64 bits",
-                    self.byte_offset
-                );
+                bail!(Overflow, "byte_offset {} + extent overflows 64 bits", self.byte_offset);
             }
             (self.data, self.byte_offset)
         };
-        Ok(View {
-            data,
-            byte_offset,
-            shape: Dims::from_slice(self.shape),
-            strides,
-            dtype,
-            device,
-            flags,
-            numel,
-        })
+        Ok(View { data, byte_offset, shape: Dims::from_slice(self.shape), strides, dtype, device, flags, numel })
     }
 }
 
@@ -187,31 +162,16 @@ impl Tensor {
     }
 
     /// As [`Tensor::zeros`], with DLPack flags (padding changes the size).
-    pub(crate) fn zeros_with_flags(
-        device: Device,
-        dtype: DType,
-        shape: &[i64],
-        flags: Flags,
-    ) -> Result<Tensor> {
+    pub(crate) fn zeros_with_flags(device: Device, dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
         if device != Device::CPU {
-            bail!(
-                UnsupportedDevice,
-                "dlb_tensor_new allocates on the CPU only (asked for {device})"
-            );
+            bail!(UnsupportedDevice, "dlb_tensor_new allocates on the CPU only (asked for {device})");
         }
         let numel = layout::numel(shape)?;
         let bytes = match dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED)) {
-            Some(size) => numel
-                .checked_mul(size as u64)
-                .filter(|b| *b <= isize::MAX as u64),
+            Some(size) => numel.checked_mul(size as u64).filter(|b| *b <= isize::MAX as u64),
             None => layout::packed_bytes(numel, dtype.element_bits()).ok(),
         };
-        let Some(bytes) = bytes else {
-            bail!(
-                Overflow,
-                "{numel} elements of {dtype} overflow the address space"
-            )
-        };
+        let Some(bytes) = bytes else { bail!(Overflow, "{numel} elements of {dtype} overflow the address space") };
         let buffer = HostBuffer::zeroed(bytes as usize)?;
         let raw = RawView {
             data: buffer.data().cast(),
@@ -234,16 +194,9 @@ impl Tensor {
     /// `raw` must describe memory that stays valid until `release` runs (or,
     /// with no `release`, for as long as any view of it lives), and
     /// `release(ctx)` must be safe to call once from any thread.
-    pub unsafe fn wrap(
-        raw: &RawView<'_>,
-        release: Option<ReleaseFn>,
-        ctx: *mut c_void,
-    ) -> Result<Tensor> {
+    pub unsafe fn wrap(raw: &RawView<'_>, release: Option<ReleaseFn>, ctx: *mut c_void) -> Result<Tensor> {
         let view = raw.validate()?;
-        Ok(Tensor::assemble(
-            Arc::new(Owner::Borrowed { release, ctx }),
-            view,
-        ))
+        Ok(Tensor::assemble(Arc::new(Owner::Borrowed { release, ctx }), view))
     }
 
     pub(crate) fn owner(&self) -> &Arc<Owner> {
@@ -304,9 +257,7 @@ impl Tensor {
 
     /// Bytes per element, `None` for packed sub-byte types.
     pub fn itemsize(&self) -> Option<usize> {
-        self.view
-            .dtype
-            .itemsize(self.view.flags.contains(Flags::SUBBYTE_PADDED))
+        self.view.dtype.itemsize(self.view.flags.contains(Flags::SUBBYTE_PADDED))
     }
 
     /// Bytes of the elements (not of the strided span), packed sub-byte
@@ -326,18 +277,10 @@ impl Tensor {
     /// The same view with other flags (e.g. marked read-only).
     pub fn with_flags(&self, flags: Flags) -> Result<Tensor> {
         if flags.0 & !Flags::KNOWN.0 != 0 {
-            bail!(
-                UnsupportedFlags,
-                "unknown DLPack flag bits {:#x}",
-                flags.0 & !Flags::KNOWN.0
-            );
+            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
-        if flags.contains(Flags::SUBBYTE_PADDED) != self.view.flags.contains(Flags::SUBBYTE_PADDED)
-        {
-            bail!(
-                InvalidArgument,
-                "the sub-byte padding flag describes the memory and cannot be changed"
-            );
+        if flags.contains(Flags::SUBBYTE_PADDED) != self.view.flags.contains(Flags::SUBBYTE_PADDED) {
+            bail!(InvalidArgument, "the sub-byte padding flag describes the memory and cannot be changed");
         }
         let mut t = self.clone();
         t.view.flags = flags;
@@ -350,11 +293,7 @@ impl Tensor {
     pub fn dltensor(&self) -> DLTensor {
         let v = &self.view;
         DLTensor {
-            data: if v.numel == 0 {
-                std::ptr::null_mut()
-            } else {
-                v.data
-            },
+            data: if v.numel == 0 { std::ptr::null_mut() } else { v.data },
             device: v.device.raw(),
             ndim: v.shape.len() as i32,
             dtype: v.dtype.raw(),
@@ -402,11 +341,7 @@ pub(crate) mod tests {
     use crate::error::ErrorKind;
     use dlpark::ffi::{DLDataTypeCode, DLDeviceType};
 
-    pub(crate) fn raw<'a>(
-        data: *mut c_void,
-        shape: &'a [i64],
-        strides: Option<&'a [i64]>,
-    ) -> RawView<'a> {
+    pub(crate) fn raw<'a>(data: *mut c_void, shape: &'a [i64], strides: Option<&'a [i64]>) -> RawView<'a> {
         RawView {
             data,
             device: Device::CPU.raw(),
@@ -430,18 +365,8 @@ pub(crate) mod tests {
         assert!(t.is_contiguous());
         let empty = Tensor::zeros(Device::CPU, DType::INT8, &[0, 4]).unwrap();
         assert!(empty.dltensor().data.is_null());
-        assert_eq!(
-            Tensor::zeros(Device::CPU, DType::INT8, &[-1])
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidShape
-        );
-        assert_eq!(
-            Tensor::zeros(Device::CPU, DType::INT64, &[1 << 61, 8])
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Overflow
-        );
+        assert_eq!(Tensor::zeros(Device::CPU, DType::INT8, &[-1]).unwrap_err().kind(), ErrorKind::InvalidShape);
+        assert_eq!(Tensor::zeros(Device::CPU, DType::INT64, &[1 << 61, 8]).unwrap_err().kind(), ErrorKind::Overflow);
     }
 
     #[test]
@@ -452,65 +377,27 @@ pub(crate) mod tests {
             (raw(std::ptr::null_mut(), &[2], None), ErrorKind::NullData),
             (raw(p, &[2, -3], None), ErrorKind::InvalidShape),
             (raw(p, &[i64::MAX, 2], None), ErrorKind::Overflow),
+            (raw(p, &[2, 2], Some(&[i64::MAX / 2, 1])), ErrorKind::Overflow),
+            (RawView { flags: 1 << 9, ..raw(p, &[2], None) }, ErrorKind::UnsupportedFlags),
             (
-                raw(p, &[2, 2], Some(&[i64::MAX / 2, 1])),
-                ErrorKind::Overflow,
-            ),
-            (
-                RawView {
-                    flags: 1 << 9,
-                    ..raw(p, &[2], None)
-                },
-                ErrorKind::UnsupportedFlags,
-            ),
-            (
-                RawView {
-                    dtype: DLDataType {
-                        code: DLDataTypeCode(99),
-                        bits: 8,
-                        lanes: 1,
-                    },
-                    ..raw(p, &[2], None)
-                },
+                RawView { dtype: DLDataType { code: DLDataTypeCode(99), bits: 8, lanes: 1 }, ..raw(p, &[2], None) },
                 ErrorKind::UnsupportedDtype,
             ),
             (
-                RawView {
-                    device: DLDevice {
-                        device_type: DLDeviceType(42),
-                        device_id: 0,
-                    },
-                    ..raw(p, &[2], None)
-                },
+                RawView { device: DLDevice { device_type: DLDeviceType(42), device_id: 0 }, ..raw(p, &[2], None) },
                 ErrorKind::UnsupportedDevice,
             ),
-            (
-                RawView {
-                    byte_offset: u64::MAX - 2,
-                    ..raw(p, &[2], None)
-                },
-                ErrorKind::Overflow,
-            ),
-            (
-                raw(8usize as *mut c_void, &[4], Some(&[-4])),
-                ErrorKind::Overflow,
-            ),
+            (RawView { byte_offset: u64::MAX - 2, ..raw(p, &[2], None) }, ErrorKind::Overflow),
+            (raw(8usize as *mut c_void, &[4], Some(&[-4])), ErrorKind::Overflow),
         ];
         for (r, kind) in cases {
             assert_eq!(r.validate().err().map(|e| e.kind()), Some(kind), "{r:?}");
         }
         let packed = RawView {
-            dtype: DLDataType {
-                code: DLDataTypeCode::FLOAT4_E2M1FN,
-                bits: 4,
-                lanes: 1,
-            },
+            dtype: DLDataType { code: DLDataTypeCode::FLOAT4_E2M1FN, bits: 4, lanes: 1 },
             ..raw(p, &[2, 3], Some(&[1, 2]))
         };
-        assert_eq!(
-            packed.validate().err().map(|e| e.kind()),
-            Some(ErrorKind::InvalidStrides)
-        );
+        assert_eq!(packed.validate().err().map(|e| e.kind()), Some(ErrorKind::InvalidStrides));
     }
 
     #[test]
@@ -520,22 +407,12 @@ pub(crate) mod tests {
         // NULL data without elements, NULL strides, 0-d, negative strides, offset folding.
         assert!(raw(std::ptr::null_mut(), &[0, 3], None).validate().is_ok());
         assert!(raw(p, &[], None).validate().is_ok());
-        let v = raw(p.wrapping_byte_add(28), &[8], Some(&[-1]))
-            .validate()
-            .unwrap();
+        let v = raw(p.wrapping_byte_add(28), &[8], Some(&[-1])).validate().unwrap();
         assert_eq!(v.data, p.wrapping_byte_add(28));
-        let v = RawView {
-            byte_offset: 8,
-            ..raw(p, &[2], None)
-        }
-        .validate()
-        .unwrap();
+        let v = RawView { byte_offset: 8, ..raw(p, &[2], None) }.validate().unwrap();
         assert_eq!((v.data, v.byte_offset), (p.wrapping_byte_add(8), 0));
         let opencl = RawView {
-            device: DLDevice {
-                device_type: DLDeviceType::OPENCL,
-                device_id: 0,
-            },
+            device: DLDevice { device_type: DLDeviceType::OPENCL, device_id: 0 },
             byte_offset: 8,
             ..raw(p, &[2], None)
         };

@@ -14,7 +14,7 @@ import datetime as _datetime
 from typing import Any, Optional, Sequence
 
 from . import _lib
-from ._tensor import Tensor, _wrap, parse_device
+from ._tensor import _ML_DTYPES, Tensor, _wrap, parse_device
 
 __all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count", "__version__"]
 __version__ = _lib.version
@@ -38,13 +38,15 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         if device is not None and parse_device(device) != t.__dlpack_device__():
             return t.to_device(device)
         return t.copy() if copy else t
+    try:
+        dlpack = x.__dlpack__
+    except AttributeError:
+        raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
     if device is None and copy is None:
         try:
-            capsule = x.__dlpack__(max_version=_MAX_VERSION)
+            capsule = dlpack(max_version=_MAX_VERSION)
         except TypeError:
-            if not hasattr(x, "__dlpack__"):
-                raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
-            capsule = x.__dlpack__()
+            capsule = dlpack()  # a producer older than DLPack 1.0 keywords
         return _wrap(_from_capsule(capsule))
     kwargs = {"max_version": _MAX_VERSION}
     if copy is not None:
@@ -52,12 +54,10 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
     if device is not None:
         kwargs["dl_device"] = parse_device(device)
     try:
-        capsule = x.__dlpack__(**kwargs)
+        capsule = dlpack(**kwargs)
     except TypeError:
-        if not hasattr(x, "__dlpack__"):
-            raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
         # An old producer: take what it has, then honour the request here.
-        t = _wrap(_from_capsule(x.__dlpack__()))
+        t = _wrap(_from_capsule(dlpack()))
         if device is not None and parse_device(device) != t.__dlpack_device__():
             return t.to_device(device)
         return t.copy() if copy else t
@@ -123,8 +123,8 @@ def _from_array_interface(owner: Any, ai: dict) -> Tensor:
     c.data = int(data[0]) + int(ai.get("offset", 0))
     c.readonly = bool(data[1])
     name = getattr(getattr(owner, "dtype", None), "name", None)
-    if typestr[1:2] == b"V" and isinstance(name, str):
-        # ml_dtypes arrays say "<V2" / "|V1": their dtype name says which type.
+    if name in _ML_DTYPES:
+        # ml_dtypes arrays say "<V2", "<V1" or even "<f1": the dtype name says which type.
         _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
     out = ctypes.c_void_p()
     _lib.incref(owner)

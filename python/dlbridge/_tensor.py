@@ -98,10 +98,9 @@ class Tensor:
                 raise ValueError("stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
         versioned = False
         if max_version is not None:
-            try:
-                versioned = int(max_version[0]) >= 1
-            except (TypeError, IndexError, ValueError):
-                raise TypeError(f"max_version must be a (major, minor) tuple, not {max_version!r}") from None
+            if type(max_version) is not tuple or len(max_version) != 2:
+                raise TypeError(f"max_version must be a (major, minor) tuple, not {max_version!r}")
+            versioned = max_version[0] >= 1
         if dl_device is not None and parse_device(dl_device) != self.__dlpack_device__():
             target = parse_device(dl_device)
             if copy is False:

@@ -42,10 +42,7 @@ pub(crate) unsafe extern "C" fn delete<M: ManagedAbi>(mt: *mut M) {
 fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
     let flags = tensor.flags().0;
     let dl = tensor.dltensor();
-    let mut block = Box::new(Exported {
-        managed: M::new(dl, flags, delete::<M>),
-        tensor,
-    });
+    let mut block = Box::new(Exported { managed: M::new(dl, flags, delete::<M>), tensor });
     // The tensor moved into the block: point shape/strides at its new home.
     // The block never moves again (`into_raw` keeps the address).
     let dl = block.tensor.dltensor();

@@ -9,8 +9,7 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use dlpark::ffi::{
-    DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION,
-    DLPackVersion, DLTensor,
+    DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION, DLPackVersion, DLTensor,
 };
 
 use crate::owner::Owner;
@@ -39,10 +38,7 @@ pub(crate) trait ManagedAbi: Sized + 'static {
 impl ManagedAbi for DLManagedTensorVersioned {
     fn new(dl_tensor: DLTensor, flags: u64, deleter: Deleter<Self>) -> Self {
         DLManagedTensorVersioned {
-            version: DLPackVersion {
-                major: DLPACK_MAJOR_VERSION,
-                minor: DLPACK_MINOR_VERSION,
-            },
+            version: DLPackVersion { major: DLPACK_MAJOR_VERSION, minor: DLPACK_MINOR_VERSION },
             manager_ctx: export::marker(),
             deleter: Some(deleter),
             flags: dlpark::DlpackFlags::from_bits_retain(flags),
@@ -71,11 +67,7 @@ impl ManagedAbi for DLManagedTensorVersioned {
 
 impl ManagedAbi for DLManagedTensor {
     fn new(dl_tensor: DLTensor, _flags: u64, deleter: Deleter<Self>) -> Self {
-        DLManagedTensor {
-            dl_tensor,
-            manager_ctx: export::marker(),
-            deleter: Some(deleter),
-        }
+        DLManagedTensor { dl_tensor, manager_ctx: export::marker(), deleter: Some(deleter) }
     }
     fn deleter(&self) -> Option<Deleter<Self>> {
         self.deleter
@@ -177,36 +169,14 @@ mod tests {
             (|m| m.version.major = 2, ErrorKind::VersionMismatch),
             (|m| m.dl_tensor.ndim = -1, ErrorKind::InvalidNdim),
             (|m| m.dl_tensor.ndim = 65, ErrorKind::InvalidNdim),
+            (|m| m.dl_tensor.shape = std::ptr::null_mut(), ErrorKind::InvalidShape),
+            (|m| m.dl_tensor.data = std::ptr::null_mut(), ErrorKind::NullData),
+            (|m| m.dl_tensor.dtype = DLDataType { lanes: 0, ..m.dl_tensor.dtype }, ErrorKind::UnsupportedDtype),
             (
-                |m| m.dl_tensor.shape = std::ptr::null_mut(),
-                ErrorKind::InvalidShape,
-            ),
-            (
-                |m| m.dl_tensor.data = std::ptr::null_mut(),
-                ErrorKind::NullData,
-            ),
-            (
-                |m| {
-                    m.dl_tensor.dtype = DLDataType {
-                        lanes: 0,
-                        ..m.dl_tensor.dtype
-                    }
-                },
-                ErrorKind::UnsupportedDtype,
-            ),
-            (
-                |m| {
-                    m.dl_tensor.device = DLDevice {
-                        device_type: dlpark::ffi::DLDeviceType(99),
-                        device_id: 0,
-                    }
-                },
+                |m| m.dl_tensor.device = DLDevice { device_type: dlpark::ffi::DLDeviceType(99), device_id: 0 },
                 ErrorKind::UnsupportedDevice,
             ),
-            (
-                |m| m.flags = dlpark::DlpackFlags::from_bits_retain(1 << 20),
-                ErrorKind::UnsupportedFlags,
-            ),
+            (|m| m.flags = dlpark::DlpackFlags::from_bits_retain(1 << 20), ErrorKind::UnsupportedFlags),
         ];
         for (i, (edit, kind)) in edits.into_iter().enumerate() {
             // SAFETY: ownership given up; the import frees it on failure.
@@ -227,10 +197,7 @@ mod tests {
         let t = unsafe { import::from_versioned(mt) }.unwrap();
         assert_eq!(t.strides(), &[3, 1]);
         assert!(t.is_readonly());
-        assert_eq!(
-            export::to_legacy(t.clone()).unwrap_err().kind(),
-            ErrorKind::ReadOnly
-        );
+        assert_eq!(export::to_legacy(t.clone()).unwrap_err().kind(), ErrorKind::ReadOnly);
         let v = export::to_versioned(t);
         // SAFETY: our export.
         unsafe {

@@ -57,25 +57,16 @@ pub struct dlb_array_interface {
 /// # Safety
 /// `t` must be NULL or a live handle; `out` must be NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_tensor_array_interface(
-    t: *const dlb_tensor,
-    out: *mut dlb_array_interface,
-) -> dlb_status {
+pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *mut dlb_array_interface) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
         let handle = unsafe { arg(t, "t") }?;
         let out = non_null(out, "out")?;
         let tensor = handle.tensor();
         if !tensor.device().has_addresses() {
-            bail!(
-                UnsupportedDevice,
-                "the array interface needs addressable memory, not {}",
-                tensor.device()
-            );
+            bail!(UnsupportedDevice, "the array interface needs addressable memory, not {}", tensor.device());
         }
-        let padded = tensor
-            .flags()
-            .contains(crate::tensor::Flags::SUBBYTE_PADDED);
+        let padded = tensor.flags().contains(crate::tensor::Flags::SUBBYTE_PADDED);
         let text = array_interface::typestr(tensor.dtype(), padded)?;
         let mut typestr = [0 as c_char; 8];
         for (dst, src) in typestr.iter_mut().zip(text.bytes()) {
@@ -88,11 +79,7 @@ pub unsafe extern "C" fn dlb_tensor_array_interface(
             typestr,
             shape: tensor.shape().as_ptr(),
             strides: strides.as_ptr(),
-            data: if tensor.numel() == 0 {
-                std::ptr::null_mut()
-            } else {
-                tensor.data()
-            },
+            data: if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() },
             readonly: tensor.is_readonly(),
             dtype: tensor.dtype().raw(),
             device: tensor.device().raw(),
@@ -128,11 +115,7 @@ pub unsafe extern "C" fn dlb_tensor_from_array_interface(
         let ai = unsafe { arg(ai, "ai") }?;
         let out = non_null(out, "out")?;
         if ai.version != VERSION {
-            bail!(
-                InvalidArgument,
-                "array interface version {} is not {VERSION}",
-                ai.version
-            );
+            bail!(InvalidArgument, "array interface version {} is not {VERSION}", ai.version);
         }
         let typestr = typestr_of(&ai.typestr)?;
         // SAFETY: `shape`/`strides` have `ndim` values by contract.
@@ -164,10 +147,7 @@ fn typestr_of(raw: &[c_char; 8]) -> Result<&str> {
     // SAFETY: reinterpreting c_char as u8 over the same 8 bytes.
     let bytes: &[u8; 8] = unsafe { &*raw.as_ptr().cast::<[u8; 8]>() };
     let Ok(text) = CStr::from_bytes_until_nul(bytes) else {
-        bail!(
-            InvalidTypestr,
-            "typestr is not NUL-terminated within its 8 bytes"
-        );
+        bail!(InvalidTypestr, "typestr is not NUL-terminated within its 8 bytes");
     };
     match text.to_str() {
         Ok(s) => Ok(s),

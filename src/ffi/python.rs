@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::guard::{self, non_null};
 use super::status::dlb_status;
 use super::tensor::{dlb_tensor, into_handle};
-use crate::python::api::{self, Api, Obj};
+use crate::python::api::{self, Api, Exc, Obj};
 use crate::python::{self as py, Raised};
 
 /// Runs a body that returns NULL with a Python exception set on failure;
@@ -22,31 +22,31 @@ fn py_guard<T>(null: T, body: impl FnOnce(&'static Api) -> Result<T, Raised>) ->
         Ok(Ok(v)) => v,
         Ok(Err(Raised { .. })) => null,
         Err(_) => {
-            api.raise_as(api.runtime_error, "internal error (panic) in dlbridge");
+            // SAFETY: every caller is a PyDLL entry point: the GIL is held.
+            unsafe { api.raise_as(Exc::Runtime, "internal error (panic) in dlbridge") };
             null
         }
     }
 }
 
-fn handle<'a>(api: &Api, t: *const dlb_tensor) -> Result<&'a dlb_tensor, Raised> {
-    // SAFETY: the package passes live handles (or 0, refused here).
-    unsafe { t.as_ref() }.ok_or_else(|| {
-        Raised::from(
-            api,
-            &crate::Error::new(crate::ErrorKind::NullArgument, "tensor handle is NULL"),
-        )
-    })
+/// The handle behind `t`; NULL raises ValueError.
+///
+/// # Safety
+/// GIL held; `t` is NULL or a live handle.
+unsafe fn handle<'a>(api: &Api, t: *const dlb_tensor) -> Result<&'a dlb_tensor, Raised> {
+    // SAFETY: NULL or live, by contract.
+    match unsafe { t.as_ref() } {
+        Some(h) => Ok(h),
+        // SAFETY: GIL held by contract.
+        None => Err(unsafe { Raised::with(api, Exc::Value, "tensor handle is NULL") }),
+    }
 }
 
 /// The comma-separated names of the API functions (`which` = 0) or builtin
 /// objects (`which` = 1) that `dlb_py_init` takes, in order.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_py_api_names(which: c_int) -> *const c_char {
-    if which == 0 {
-        api::FUNCTION_NAMES.as_ptr()
-    } else {
-        api::OBJECT_NAMES.as_ptr()
-    }
+    if which == 0 { api::FUNCTION_NAMES.as_ptr() } else { api::OBJECT_NAMES.as_ptr() }
 }
 
 /// Registers the interpreter's API table (see `dlb_py_api_names`).
@@ -67,8 +67,7 @@ pub unsafe extern "C" fn dlb_py_init(
         // SAFETY: arrays of the given lengths, by contract.
         unsafe {
             let funcs = std::slice::from_raw_parts(funcs.as_ptr().cast_const(), nfuncs);
-            let objects =
-                std::slice::from_raw_parts(objects.as_ptr().cast::<Obj>().cast_const(), nobjects);
+            let objects = std::slice::from_raw_parts(objects.as_ptr().cast::<Obj>().cast_const(), nobjects);
             api::register(funcs, objects)
         }
     })
@@ -81,9 +80,7 @@ pub unsafe extern "C" fn dlb_py_init(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_from_capsule(capsule: *mut c_void) -> *mut dlb_tensor {
     // SAFETY: GIL held and a live object, by contract.
-    py_guard(std::ptr::null_mut(), |api| {
-        unsafe { py::from_capsule(api, capsule.cast()) }.map(into_handle)
-    })
+    py_guard(std::ptr::null_mut(), |api| unsafe { py::from_capsule(api, capsule.cast()) }.map(into_handle))
 }
 
 /// A new handle over an object's buffer (NULL + exception on error).
@@ -93,9 +90,7 @@ pub unsafe extern "C" fn dlb_py_from_capsule(capsule: *mut c_void) -> *mut dlb_t
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_from_buffer(obj: *mut c_void) -> *mut dlb_tensor {
     // SAFETY: GIL held and a live object, by contract.
-    py_guard(std::ptr::null_mut(), |api| {
-        unsafe { py::from_buffer(api, obj.cast()) }.map(into_handle)
-    })
+    py_guard(std::ptr::null_mut(), |api| unsafe { py::from_buffer(api, obj.cast()) }.map(into_handle))
 }
 
 /// Exports `t` (or, with `copy`, a contiguous copy of it) in a new DLPack
@@ -104,21 +99,17 @@ pub unsafe extern "C" fn dlb_py_from_buffer(obj: *mut c_void) -> *mut dlb_tensor
 /// # Safety
 /// GIL held; `t` is a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_to_capsule(
-    t: *const dlb_tensor,
-    versioned: bool,
-    copy: bool,
-) -> *mut c_void {
+pub unsafe extern "C" fn dlb_py_to_capsule(t: *const dlb_tensor, versioned: bool, copy: bool) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        let tensor = handle(api, t)?.tensor();
-        let tensor = if copy {
-            crate::copy::contiguous(tensor)
-        } else {
-            Ok(tensor.clone())
-        };
+        // SAFETY: GIL held, live handle (contract).
+        let tensor = unsafe { handle(api, t) }?.tensor();
+        let tensor = if copy { crate::copy::contiguous(tensor) } else { Ok(tensor.clone()) };
         // SAFETY: GIL held by contract.
         let capsule = tensor.and_then(|t| unsafe { py::to_capsule(api, t, versioned) });
-        capsule.map(|c| c.cast()).map_err(|e| Raised::from(api, &e))
+        capsule.map(|c| c.cast()).map_err(|e| {
+            // SAFETY: PyDLL entry points hold the GIL.
+            unsafe { Raised::from(api, &e) }
+        })
     })
 }
 
@@ -129,12 +120,14 @@ pub unsafe extern "C" fn dlb_py_to_capsule(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_interface(t: *const dlb_tensor) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        let h = handle(api, t)?;
+        // SAFETY: GIL held, live handle (contract).
+        let h = unsafe { handle(api, t) }?;
         // SAFETY: GIL held by contract.
-        let dict = h
-            .byte_strides()
-            .and_then(|s| unsafe { py::array_interface_dict(api, h.tensor(), s) });
-        dict.map(|d| d.cast()).map_err(|e| Raised::from(api, &e))
+        let dict = h.byte_strides().and_then(|s| unsafe { py::array_interface_dict(api, h.tensor(), s) });
+        dict.map(|d| d.cast()).map_err(|e| {
+            // SAFETY: PyDLL entry points hold the GIL.
+            unsafe { Raised::from(api, &e) }
+        })
     })
 }
 
@@ -145,11 +138,13 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *const dlb_tensor) -> *mut c_
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_info(t: *const dlb_tensor) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        let h = handle(api, t)?;
+        // SAFETY: GIL held, live handle (contract).
+        let h = unsafe { handle(api, t) }?;
         // SAFETY: GIL held by contract.
-        unsafe { py::info_tuple(api, h.tensor()) }
-            .map(|o| o.cast())
-            .map_err(|e| Raised::from(api, &e))
+        unsafe { py::info_tuple(api, h.tensor()) }.map(|o| o.cast()).map_err(|e| {
+            // SAFETY: PyDLL entry points hold the GIL.
+            unsafe { Raised::from(api, &e) }
+        })
     })
 }
 
@@ -170,12 +165,9 @@ pub unsafe extern "C" fn dlb_py_decref(ctx: *mut c_void) {
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_py_raise_last() -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        let e = guard::last_error_value().unwrap_or_else(|| {
-            crate::Error::new(
-                crate::ErrorKind::InvalidArgument,
-                "internal error in dlbridge",
-            )
-        });
-        Err(Raised::from(api, &e))
+        let e = guard::last_error_value()
+            .unwrap_or_else(|| crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge"));
+        // SAFETY: PyDLL entry points hold the GIL.
+        Err(unsafe { Raised::from(api, &e) })
     })
 }

@@ -144,12 +144,11 @@ pub extern "C" fn dlb_live_tensor_count() -> usize {
 /// DLBRIDGE_VERSION to detect a header/library mismatch).
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_version() -> *const c_char {
-    const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => panic!("version string"),
-    };
+    const VERSION: &std::ffi::CStr =
+        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => panic!("version string"),
+        };
     VERSION.as_ptr()
 }
 
@@ -170,6 +169,26 @@ pub unsafe extern "C" fn dlb_cuda_device_count(out: *mut i32) -> dlb_status {
     })
 }
 
+/// Writes the DLPack type named `name` to `*out`: "float32", "int8",
+/// "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
+/// (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give
+/// DLB_ERR_INVALID_ARGUMENT and leave `*out` untouched.
+///
+/// # Safety
+/// `name` must be NULL or a NUL-terminated string; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_dtype_from_name(name: *const c_char, out: *mut dlpark::ffi::DLDataType) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: NUL-terminated by contract.
+        let name = unsafe { guard::arg(name, "name").map(|p| std::ffi::CStr::from_ptr(p)) }?;
+        let out = guard::non_null(out, "out")?;
+        let dtype = crate::DType::from_name(&name.to_string_lossy())?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(dtype.raw()) };
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,13 +199,8 @@ mod tests {
         let mut names = std::collections::HashSet::new();
         for code in 0..=18 {
             // SAFETY: static NUL-terminated strings.
-            let name = unsafe { CStr::from_ptr(dlb_status_name(code)) }
-                .to_str()
-                .unwrap();
-            assert!(
-                name.starts_with("DLB_") && name != "DLB_UNKNOWN_STATUS",
-                "{code}"
-            );
+            let name = unsafe { CStr::from_ptr(dlb_status_name(code)) }.to_str().unwrap();
+            assert!(name.starts_with("DLB_") && name != "DLB_UNKNOWN_STATUS", "{code}");
             assert!(names.insert(name));
         }
         // SAFETY: as above.
@@ -194,27 +208,4 @@ mod tests {
         assert_eq!(unknown.to_str().unwrap(), "DLB_UNKNOWN_STATUS");
         assert_eq!(dlb_status::DLB_ERR_PANIC as i32, 18);
     }
-}
-
-/// Writes the DLPack type named `name` to `*out`: "float32", "int8",
-/// "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
-/// (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give
-/// DLB_ERR_INVALID_ARGUMENT and leave `*out` untouched.
-///
-/// # Safety
-/// `name` must be NULL or a NUL-terminated string; `out` NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_dtype_from_name(
-    name: *const c_char,
-    out: *mut dlpark::ffi::DLDataType,
-) -> dlb_status {
-    guard::status(|| {
-        // SAFETY: NUL-terminated by contract.
-        let name = unsafe { guard::arg(name, "name").map(|p| std::ffi::CStr::from_ptr(p)) }?;
-        let out = guard::non_null(out, "out")?;
-        let dtype = crate::DType::from_name(&name.to_string_lossy())?;
-        // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(dtype.raw()) };
-        Ok(())
-    })
 }

@@ -51,11 +51,7 @@ impl dlb_tensor {
 /// into it.
 pub(crate) fn into_handle(tensor: Tensor) -> *mut dlb_tensor {
     let view = tensor.dltensor();
-    let mut handle = Box::new(dlb_tensor {
-        tensor,
-        view,
-        byte_strides: OnceLock::new(),
-    });
+    let mut handle = Box::new(dlb_tensor { tensor, view, byte_strides: OnceLock::new() });
     handle.view = handle.tensor.dltensor();
     Box::into_raw(handle)
 }
@@ -71,10 +67,7 @@ pub(crate) unsafe fn dims<'a>(ptr: *const i64, ndim: i32) -> Result<Option<&'a [
 }
 
 pub(crate) fn missing_shape(ndim: i32) -> Error {
-    Error::new(
-        ErrorKind::InvalidShape,
-        format!("shape is NULL but ndim is {ndim}"),
-    )
+    Error::new(ErrorKind::InvalidShape, format!("shape is NULL but ndim is {ndim}"))
 }
 
 /// Allocates a new zero-filled, 256-byte aligned, row-major tensor.
@@ -144,15 +137,7 @@ pub unsafe extern "C" fn dlb_tensor_wrap(
         let shape = unsafe { dims(shape, ndim) }?.ok_or_else(|| missing_shape(ndim))?;
         // SAFETY: as above.
         let strides = unsafe { dims(strides, ndim) }?;
-        let raw = RawView {
-            data,
-            device,
-            dtype,
-            shape,
-            strides,
-            byte_offset,
-            flags,
-        };
+        let raw = RawView { data, device, dtype, shape, strides, byte_offset, flags };
         // SAFETY: memory validity and `release` are the caller's contract.
         let tensor = unsafe { Tensor::wrap(&raw, release, ctx) }?;
         // SAFETY: `out` is non-NULL and writable by contract.
@@ -201,10 +186,7 @@ pub unsafe extern "C" fn dlb_tensor_from_dlpack_versioned(
 /// # Safety
 /// As for `dlb_tensor_from_dlpack_versioned`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_tensor_from_dlpack(
-    mt: *mut DLManagedTensor,
-    out: *mut *mut dlb_tensor,
-) -> dlb_status {
+pub unsafe extern "C" fn dlb_tensor_from_dlpack(mt: *mut DLManagedTensor, out: *mut *mut dlb_tensor) -> dlb_status {
     guard::status(|| {
         let mt = non_null(mt, "mt")?;
         // SAFETY: ownership of a valid managed tensor, by contract.
@@ -247,10 +229,7 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
 /// # Safety
 /// As for `dlb_tensor_to_dlpack_versioned`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_tensor_to_dlpack(
-    t: *const dlb_tensor,
-    out: *mut *mut DLManagedTensor,
-) -> dlb_status {
+pub unsafe extern "C" fn dlb_tensor_to_dlpack(t: *const dlb_tensor, out: *mut *mut DLManagedTensor) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
         let t = unsafe { arg(t, "t") }?;
@@ -319,9 +298,7 @@ pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
 pub unsafe extern "C" fn dlb_tensor_retain(t: *const dlb_tensor) -> *mut dlb_tensor {
     // SAFETY: `t` is NULL or a live handle by contract.
     let t = unsafe { t.as_ref() };
-    guard::value(std::ptr::null_mut(), || {
-        t.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone()))
-    })
+    guard::value(std::ptr::null_mut(), || t.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone())))
 }
 
 /// Frees a handle. The memory is released when its last holder (handle or

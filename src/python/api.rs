@@ -41,10 +41,24 @@ PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,
 PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString";
 
 /// The builtin objects, in registration order (their `id()`).
-pub const OBJECT_NAMES: &CStr =
-    c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
+pub const OBJECT_NAMES: &CStr = c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
 
 type Destructor = unsafe extern "C" fn(Obj);
+
+/// The Python exceptions dlbridge raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exc {
+    /// BufferError: the data cannot be exchanged.
+    Buffer,
+    /// TypeError.
+    Type,
+    /// ValueError.
+    Value,
+    /// MemoryError.
+    Memory,
+    /// RuntimeError.
+    Runtime,
+}
 
 /// The registered table.
 #[allow(missing_docs)]
@@ -90,10 +104,7 @@ static API: OnceLock<Api> = OnceLock::new();
 pub fn get() -> Result<&'static Api> {
     match API.get() {
         Some(api) => Ok(api),
-        None => bail!(
-            InvalidArgument,
-            "the Python API table is not registered (import dlbridge first)"
-        ),
+        None => bail!(InvalidArgument, "the Python API table is not registered (import dlbridge first)"),
     }
 }
 
@@ -111,80 +122,94 @@ pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
     let count = |names: &CStr| names.to_bytes().split(|c| *c == b',').count();
     let (nf, no) = (count(FUNCTION_NAMES), count(OBJECT_NAMES));
     if funcs.len() != nf || objects.len() != no {
-        bail!(
-            InvalidArgument,
-            "expected {nf} functions and {no} objects, got {} and {}",
-            funcs.len(),
-            objects.len()
-        );
+        bail!(InvalidArgument, "expected {nf} functions and {no} objects, got {} and {}", funcs.len(), objects.len());
     }
     if funcs.iter().any(|f| f.is_null()) || objects.iter().any(|o| o.is_null()) {
-        return Err(Error::new(
-            ErrorKind::NullArgument,
-            "a Python API entry is NULL",
-        ));
+        return Err(Error::new(ErrorKind::NullArgument, "a Python API entry is NULL"));
     }
     // SAFETY: each address is the named CPython function, whose C signature
     // is the field's type (by this function's contract).
-    macro_rules! f {
-        ($i:expr) => {
-            unsafe { std::mem::transmute::<*const c_void, _>(funcs[$i]) }
-        };
-    }
-    let _ = API.set(Api {
-        capsule_new: f!(0),
-        capsule_get_pointer: f!(1),
-        capsule_is_valid: f!(2),
-        capsule_set_name: f!(3),
-        err_set_string: f!(4),
-        incref: f!(5),
-        decref: f!(6),
-        gil_ensure: f!(7),
-        gil_release: f!(8),
-        is_finalizing: f!(9),
-        get_buffer: f!(10),
-        buffer_release: f!(11),
-        dict_new: f!(12),
-        dict_set_item_string: f!(13),
-        tuple_new: f!(14),
-        tuple_set_item: f!(15),
-        long_from_long_long: f!(16),
-        long_from_unsigned_long_long: f!(17),
-        unicode_from_string: f!(18),
-        none: objects[0],
-        true_: objects[1],
-        false_: objects[2],
-        buffer_error: objects[3],
-        type_error: objects[4],
-        value_error: objects[5],
-        memory_error: objects[6],
-        runtime_error: objects[7],
-    });
+    let api = unsafe {
+        Api {
+            capsule_new: fn_at(funcs[0]),
+            capsule_get_pointer: fn_at(funcs[1]),
+            capsule_is_valid: fn_at(funcs[2]),
+            capsule_set_name: fn_at(funcs[3]),
+            err_set_string: fn_at(funcs[4]),
+            incref: fn_at(funcs[5]),
+            decref: fn_at(funcs[6]),
+            gil_ensure: fn_at(funcs[7]),
+            gil_release: fn_at(funcs[8]),
+            is_finalizing: fn_at(funcs[9]),
+            get_buffer: fn_at(funcs[10]),
+            buffer_release: fn_at(funcs[11]),
+            dict_new: fn_at(funcs[12]),
+            dict_set_item_string: fn_at(funcs[13]),
+            tuple_new: fn_at(funcs[14]),
+            tuple_set_item: fn_at(funcs[15]),
+            long_from_long_long: fn_at(funcs[16]),
+            long_from_unsigned_long_long: fn_at(funcs[17]),
+            unicode_from_string: fn_at(funcs[18]),
+            none: objects[0],
+            true_: objects[1],
+            false_: objects[2],
+            buffer_error: objects[3],
+            type_error: objects[4],
+            value_error: objects[5],
+            memory_error: objects[6],
+            runtime_error: objects[7],
+        }
+    };
+    let _ = API.set(api);
     Ok(())
+}
+
+/// A function pointer of type `F` from its address.
+///
+/// # Safety
+/// `address` must be a function whose C signature is `F`.
+unsafe fn fn_at<F: Copy>(address: *const c_void) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*const c_void>()) };
+    // SAFETY: same size (checked above); the signature is the caller's contract.
+    unsafe { std::mem::transmute_copy(&address) }
 }
 
 impl Api {
     /// Sets the Python exception the spec asks for: BufferError for what
     /// cannot be exchanged (dtype, layout, device, read-only, byte order),
     /// ValueError for bad values, MemoryError, RuntimeError for CUDA.
-    pub fn raise(&self, e: &Error) {
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn raise(&self, e: &Error) {
         let exc = match e.kind() {
             ErrorKind::NullArgument
             | ErrorKind::InvalidArgument
             | ErrorKind::InvalidTypestr
             | ErrorKind::InvalidNdim
-            | ErrorKind::InvalidShape => self.value_error,
-            ErrorKind::OutOfMemory => self.memory_error,
-            ErrorKind::Cuda | ErrorKind::CudaUnavailable => self.runtime_error,
-            _ => self.buffer_error,
+            | ErrorKind::InvalidShape => Exc::Value,
+            ErrorKind::OutOfMemory => Exc::Memory,
+            ErrorKind::Cuda | ErrorKind::CudaUnavailable => Exc::Runtime,
+            _ => Exc::Buffer,
         };
-        self.raise_as(exc, e.message());
+        // SAFETY: GIL held by contract.
+        unsafe { self.raise_as(exc, e.message()) }
     }
 
-    /// Sets `exc` with `message`.
-    pub fn raise_as(&self, exc: Obj, message: &str) {
+    /// Sets the exception `exc` with `message`.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn raise_as(&self, exc: Exc, message: &str) {
+        let exc = match exc {
+            Exc::Buffer => self.buffer_error,
+            Exc::Type => self.type_error,
+            Exc::Value => self.value_error,
+            Exc::Memory => self.memory_error,
+            Exc::Runtime => self.runtime_error,
+        };
         let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-        // SAFETY: the caller holds the GIL (every entry that raises does).
+        // SAFETY: GIL held by contract; `exc` is a registered builtin.
         unsafe { (self.err_set_string)(exc, text.as_ptr()) }
     }
 

@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 
 use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned};
 
-use self::api::{Api, Obj, PyBuffer};
+use self::api::{Api, Exc, Obj, PyBuffer};
 use crate::array_interface;
 use crate::dlpack::{export, import};
 use crate::dtype::DType;
@@ -61,15 +61,15 @@ pub unsafe fn from_capsule(api: &Api, capsule: Obj) -> std::result::Result<Tenso
     } else if is(LEGACY) {
         (LEGACY, USED_LEGACY, false)
     } else if is(USED_VERSIONED) || is(USED_LEGACY) {
-        return Err(Raised::value(
-            api,
-            "this DLPack capsule was already consumed (a capsule can be consumed once)",
-        ));
+        // SAFETY: GIL held by contract.
+        return Err(unsafe {
+            Raised::with(api, Exc::Value, "this DLPack capsule was already consumed (a capsule can be consumed once)")
+        });
     } else {
-        return Err(Raised::type_error(
-            api,
-            "expected a DLPack capsule named \"dltensor_versioned\" or \"dltensor\"",
-        ));
+        // SAFETY: GIL held by contract.
+        return Err(unsafe {
+            Raised::with(api, Exc::Type, "expected a DLPack capsule named \"dltensor_versioned\" or \"dltensor\"")
+        });
     };
     // SAFETY: the capsule is valid under `name`.
     let ptr = unsafe { (api.capsule_get_pointer)(capsule, name.as_ptr()) };
@@ -77,20 +77,14 @@ pub unsafe fn from_capsule(api: &Api, capsule: Obj) -> std::result::Result<Tenso
     unsafe { (api.capsule_set_name)(capsule, used.as_ptr()) };
     // From here we own the managed tensor; the import frees it on failure.
     let Some(ptr) = NonNull::new(ptr) else {
-        return Err(Raised::value(
-            api,
-            "the DLPack capsule holds a NULL pointer",
-        ));
+        // SAFETY: GIL held by contract.
+        return Err(unsafe { Raised::with(api, Exc::Value, "the DLPack capsule holds a NULL pointer") });
     };
     // SAFETY: a producer's managed tensor whose ownership the rename took.
-    let imported = unsafe {
-        if versioned {
-            import::from_versioned(ptr.cast())
-        } else {
-            import::from_legacy(ptr.cast())
-        }
-    };
-    imported.map_err(|e| Raised::from(api, &e))
+    let imported =
+        unsafe { if versioned { import::from_versioned(ptr.cast()) } else { import::from_legacy(ptr.cast()) } };
+    // SAFETY: GIL held by contract.
+    imported.map_err(|e| unsafe { Raised::from(api, &e) })
 }
 
 /// Frees the managed tensor of a capsule nobody consumed.
@@ -134,16 +128,22 @@ pub struct Raised(pub(crate) ());
 
 impl Raised {
     /// Sets the exception that `e` maps to.
-    pub fn from(api: &Api, e: &Error) -> Raised {
-        api.raise(e);
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn from(api: &Api, e: &Error) -> Raised {
+        // SAFETY: forwarded contract.
+        unsafe { api.raise(e) };
         Raised(())
     }
-    fn value(api: &Api, msg: &str) -> Raised {
-        api.raise_as(api.value_error, msg);
-        Raised(())
-    }
-    fn type_error(api: &Api, msg: &str) -> Raised {
-        api.raise_as(api.type_error, msg);
+
+    /// Sets `exc` with `message`.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn with(api: &Api, exc: Exc, message: &str) -> Raised {
+        // SAFETY: forwarded contract.
+        unsafe { api.raise_as(exc, message) };
         Raised(())
     }
 }
@@ -156,10 +156,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn check(&self, o: Obj) -> Result<Obj> {
         if o.is_null() {
-            return Err(Error::new(
-                ErrorKind::OutOfMemory,
-                "a Python object could not be created",
-            ));
+            return Err(Error::new(ErrorKind::OutOfMemory, "a Python object could not be created"));
         }
         Ok(o)
     }
@@ -228,37 +225,22 @@ fn ints<'a>(b: &'a Builder<'a>, v: &'a [i64]) -> impl ExactSizeIterator<Item = R
 ///
 /// # Safety
 /// The GIL must be held.
-pub unsafe fn array_interface_dict(
-    api: &Api,
-    tensor: &Tensor,
-    byte_strides: &[i64],
-) -> Result<Obj> {
+pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> Result<Obj> {
     let device = tensor.device();
     if !device.has_addresses() {
         bail!(UnsupportedDevice, "{device} memory has no array interface");
     }
     let cuda = !device.is_host_accessible();
-    let typestr = array_interface::typestr(
-        tensor.dtype(),
-        tensor.flags().contains(Flags::SUBBYTE_PADDED),
-    )?;
+    let typestr = array_interface::typestr(tensor.dtype(), tensor.flags().contains(Flags::SUBBYTE_PADDED))?;
     let typestr = std::ffi::CString::new(typestr).unwrap_or_default();
     let b = Builder { api };
     // SAFETY: GIL held.
     let dict = b.check(unsafe { (api.dict_new)() })?;
-    let data = if tensor.numel() == 0 {
-        0
-    } else {
-        tensor.data() as u64
-    };
+    let data = if tensor.numel() == 0 { 0 } else { tensor.data() as u64 };
     let filled = (|| {
         b.set(dict, c"shape", b.tuple(ints(&b, tensor.shape())))?;
         b.set(dict, c"typestr", b.str(&typestr))?;
-        b.set(
-            dict,
-            c"data",
-            b.tuple([b.uint(data), Ok(b.boolean(tensor.is_readonly()))].into_iter()),
-        )?;
+        b.set(dict, c"data", b.tuple([b.uint(data), Ok(b.boolean(tensor.is_readonly()))].into_iter()))?;
         b.set(dict, c"strides", b.tuple(ints(&b, byte_strides)))?;
         b.set(dict, c"version", b.int(3))?;
         if cuda {
@@ -356,15 +338,11 @@ pub unsafe fn from_buffer(api: &Api, obj: Obj) -> std::result::Result<Tensor, Ra
         let view = unsafe { &*ctx };
         let (dtype, ndim) = buffer_layout(view)?;
         // SAFETY: the exporter filled `ndim` shape and strides (STRIDES requested).
-        let shape =
-            unsafe { crate::layout::dims_from_raw(view.shape.cast::<i64>(), ndim) }.unwrap_or(&[]);
+        let shape = unsafe { crate::layout::dims_from_raw(view.shape.cast::<i64>(), ndim) }.unwrap_or(&[]);
         // SAFETY: as above.
-        let byte_strides =
-            unsafe { crate::layout::dims_from_raw(view.strides.cast::<i64>(), ndim) };
+        let byte_strides = unsafe { crate::layout::dims_from_raw(view.strides.cast::<i64>(), ndim) };
         let itemsize = dtype.itemsize(false).unwrap_or(1);
-        let strides = byte_strides
-            .map(|s| array_interface::element_strides(s, itemsize))
-            .transpose()?;
+        let strides = byte_strides.map(|s| array_interface::element_strides(s, itemsize)).transpose()?;
         let raw = RawView {
             data: view.buf,
             device: crate::Device::CPU.raw(),
@@ -372,11 +350,7 @@ pub unsafe fn from_buffer(api: &Api, obj: Obj) -> std::result::Result<Tensor, Ra
             shape,
             strides: strides.as_deref(),
             byte_offset: 0,
-            flags: if view.readonly != 0 {
-                Flags::READ_ONLY.0
-            } else {
-                0
-            },
+            flags: if view.readonly != 0 { Flags::READ_ONLY.0 } else { 0 },
         };
         // SAFETY: the exporter keeps the memory until PyBuffer_Release, which
         // `release_buffer` calls once.
@@ -387,26 +361,21 @@ pub unsafe fn from_buffer(api: &Api, obj: Obj) -> std::result::Result<Tensor, Ra
         unsafe {
             (api.buffer_release)(ctx);
             drop(Box::from_raw(ctx));
+            Raised::from(api, &e)
         }
-        Raised::from(api, &e)
     })
 }
 
 /// The element type and dimension count of a filled `Py_buffer`.
 fn buffer_layout(view: &PyBuffer) -> Result<(DType, usize)> {
     if !view.suboffsets.is_null() {
-        bail!(
-            InvalidStrides,
-            "buffers with suboffsets (indirect arrays) cannot be exchanged"
-        );
+        bail!(InvalidStrides, "buffers with suboffsets (indirect arrays) cannot be exchanged");
     }
     let format = if view.format.is_null() {
         "B"
     } else {
         // SAFETY: a NUL-terminated format string owned by the view.
-        unsafe { CStr::from_ptr(view.format) }
-            .to_str()
-            .unwrap_or("?invalid")
+        unsafe { CStr::from_ptr(view.format) }.to_str().unwrap_or("?invalid")
     };
     let dtype = buffer_format_dtype(format, view.itemsize as usize)?;
     Ok((dtype, crate::layout::check_ndim(view.ndim)?))
@@ -419,10 +388,7 @@ pub fn buffer_format_dtype(format: &str, itemsize: usize) -> Result<DType> {
         _ => (b'@', format),
     };
     if matches!(order, b'>' | b'!') && itemsize > 1 {
-        bail!(
-            ByteOrder,
-            "buffer format {format:?} is big-endian; byte-swap it first"
-        );
+        bail!(ByteOrder, "buffer format {format:?} is big-endian; byte-swap it first");
     }
     let base = match code {
         "?" => DType::BOOL,
@@ -430,16 +396,10 @@ pub fn buffer_format_dtype(format: &str, itemsize: usize) -> Result<DType> {
         "B" | "H" | "I" | "L" | "Q" | "N" => DType::UINT8,
         "e" | "f" | "d" => DType::FLOAT32,
         "Zf" | "Zd" => DType::COMPLEX64,
-        _ => bail!(
-            UnsupportedDtype,
-            "buffer format {format:?} cannot be exchanged"
-        ),
+        _ => bail!(UnsupportedDtype, "buffer format {format:?} cannot be exchanged"),
     };
     let Ok(bits) = u8::try_from(itemsize * 8) else {
-        bail!(
-            UnsupportedDtype,
-            "buffer format {format:?} with {itemsize}-byte items cannot be exchanged"
-        );
+        bail!(UnsupportedDtype, "buffer format {format:?} with {itemsize}-byte items cannot be exchanged");
     };
     DType::new(dlpark::ffi::DLDataType { bits, ..base.raw() })
 }
@@ -458,17 +418,8 @@ mod tests {
         assert_eq!(buffer_format_dtype("B", 1).unwrap(), DType::UINT8);
         assert_eq!(buffer_format_dtype("?", 1).unwrap(), DType::BOOL);
         assert_eq!(buffer_format_dtype("Zd", 16).unwrap(), DType::COMPLEX128);
-        assert_eq!(
-            buffer_format_dtype(">i", 4).unwrap_err().kind(),
-            ErrorKind::ByteOrder
-        );
-        assert_eq!(
-            buffer_format_dtype("O", 8).unwrap_err().kind(),
-            ErrorKind::UnsupportedDtype
-        );
-        assert_eq!(
-            buffer_format_dtype("T{i:x:}", 4).unwrap_err().kind(),
-            ErrorKind::UnsupportedDtype
-        );
+        assert_eq!(buffer_format_dtype(">i", 4).unwrap_err().kind(), ErrorKind::ByteOrder);
+        assert_eq!(buffer_format_dtype("O", 8).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
+        assert_eq!(buffer_format_dtype("T{i:x:}", 4).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
     }
 }

@@ -1,0 +1,111 @@
+"""Ownership: sources outlive their last user, capsules are freed once,
+nothing leaks (dlbridge's live-tensor count returns to its baseline)."""
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+
+import dlbridge
+
+
+def test_source_dropped_data_still_right(no_leak):
+    a = np.arange(1000, dtype=np.float32)
+    t = dlbridge.from_dlpack(a)
+    del a
+    gc.collect()
+    assert np.asarray(t)[999] == 999.0
+    pt = torch.from_dlpack(t)
+    del t
+    gc.collect()
+    assert pt[10].item() == 10.0
+
+
+def test_torch_source_dropped_numpy_view_keeps_memory(no_leak):
+    a = np.from_dlpack(dlbridge.from_dlpack(torch.full((3,), 4.0)))
+    gc.collect()
+    assert a.tolist() == [4.0, 4.0, 4.0]
+
+
+def test_unconsumed_capsules_are_freed(no_leak):
+    t = dlbridge.from_dlpack(np.ones(3))
+    before = dlbridge.live_tensor_count()
+    capsules = [t.__dlpack__(max_version=(1, 3)) for _ in range(10)]
+    capsules += [t.__dlpack__() for _ in range(10)]
+    assert dlbridge.live_tensor_count() == before + 20
+    del capsules
+    gc.collect()
+    assert dlbridge.live_tensor_count() == before
+
+
+def test_a_capsule_is_consumed_once(no_leak):
+    capsule = np.arange(3).__dlpack__(max_version=(1, 3))
+    t = dlbridge.from_dlpack(capsule)
+    with pytest.raises(ValueError, match="already consumed"):
+        dlbridge.from_dlpack(capsule)
+    assert np.asarray(t).tolist() == [0, 1, 2]
+    ours = t.__dlpack__(max_version=(1, 3))
+    torch.from_dlpack(ours)
+    with pytest.raises(ValueError, match="already consumed"):
+        dlbridge.from_dlpack(ours)
+
+
+def test_non_capsules_are_refused(no_leak):
+    import datetime
+
+    with pytest.raises(TypeError, match="DLPack capsule"):
+        dlbridge.from_dlpack(datetime.datetime_CAPI)
+    with pytest.raises(TypeError, match="no __dlpack__"):
+        dlbridge.from_dlpack(object())
+
+
+def test_many_round_trips_leave_nothing_behind(no_leak):
+    a = np.arange(16, dtype=np.uint8)
+    for _ in range(2000):
+        t = dlbridge.from_dlpack(a)
+        b = np.from_dlpack(dlbridge.from_dlpack(torch.from_dlpack(t)))
+    assert b.ctypes.data == a.ctypes.data
+
+
+def test_buffer_protocol_objects_stay_alive(no_leak):
+    import array
+
+    buf = bytearray(b"abcdef")
+    t = dlbridge.asarray(buf)
+    assert t.dtype == "uint8" and t.shape == (6,) and not t.readonly
+    del buf
+    gc.collect()
+    assert bytes(np.asarray(t)) == b"abcdef"
+    arr = array.array("d", [1.5, 2.5])
+    t2 = dlbridge.asarray(arr)
+    assert t2.dtype == "float64"
+    torch.from_dlpack(t2)[0] = 8.0
+    assert arr[0] == 8.0
+    ro = dlbridge.asarray(memoryview(b"xyz"))
+    assert ro.readonly
+    strided = dlbridge.asarray(memoryview(bytearray(range(10)))[::3])
+    assert strided.strides == (3,) and np.asarray(strided).tolist() == [0, 3, 6, 9]
+
+
+def test_array_interface_objects_stay_alive(no_leak):
+    class Exporter:
+        def __init__(self):
+            self.array = np.arange(4, dtype=np.int32)
+            self.__array_interface__ = self.array.__array_interface__
+
+    e = Exporter()
+    t = dlbridge.asarray(e)
+    assert t.data_ptr == e.array.ctypes.data
+    del e
+    gc.collect()
+    assert np.asarray(t).tolist() == [0, 1, 2, 3]
+
+
+def test_masked_array_interface_is_refused(no_leak):
+    class Masked:
+        __array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (0, False), "version": 3,
+                               "mask": np.array([True, False])}
+
+    with pytest.raises(BufferError, match="masked"):
+        dlbridge.asarray(Masked())

@@ -1,0 +1,97 @@
+"""The __dlpack__ / __dlpack_device__ protocol as the spec states it."""
+
+import ctypes
+
+import numpy as np
+import pytest
+import torch
+
+import dlbridge
+
+
+def capsule_name(capsule):
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype = ctypes.c_char_p
+    get_name.argtypes = [ctypes.py_object]
+    return get_name(capsule).decode()
+
+
+def test_capsule_kind_follows_max_version(no_leak):
+    t = dlbridge.from_dlpack(np.ones(2))
+    assert capsule_name(t.__dlpack__()) == "dltensor"
+    assert capsule_name(t.__dlpack__(max_version=(0, 8))) == "dltensor"
+    assert capsule_name(t.__dlpack__(max_version=(1, 0))) == "dltensor_versioned"
+    assert capsule_name(t.__dlpack__(max_version=(2, 0))) == "dltensor_versioned"
+    assert t.__dlpack_device__() == (1, 0)
+
+
+def test_bad_arguments_raise_the_spec_exceptions(no_leak):
+    t = dlbridge.from_dlpack(np.ones(2))
+    with pytest.raises(ValueError):
+        t.__dlpack__(stream=5)  # CPU: only None
+    with pytest.raises(TypeError):
+        t.__dlpack__(stream="default")
+    with pytest.raises(TypeError):
+        t.__dlpack__(max_version="1.0")
+    with pytest.raises(BufferError):
+        t.__dlpack__(dl_device=(2, 0))
+    with pytest.raises(BufferError, match="copy=False"):
+        t.__dlpack__(dl_device=(2, 0), copy=False)
+    with pytest.raises(TypeError):
+        t.__dlpack__(1)  # keyword-only
+    assert capsule_name(t.__dlpack__(stream=-1, max_version=(1, 3))) == "dltensor_versioned"
+
+
+def test_copy_true_exports_a_copy(no_leak):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    t = dlbridge.from_dlpack(a)
+    b = np.from_dlpack(t, copy=True)
+    assert b.ctypes.data != a.ctypes.data
+    np.testing.assert_array_equal(b, a)
+    c = np.from_dlpack(t, copy=False)
+    assert c.ctypes.data == a.ctypes.data
+    copied = dlbridge.from_dlpack(a, copy=True)  # NumPy makes the copy (and keeps the layout)
+    assert copied.is_copied and copied.data_ptr != a.ctypes.data
+    ours = dlbridge.from_dlpack(t, copy=True)  # dlbridge makes the copy: row-major
+    assert ours.is_copied and ours.is_contiguous and ours.data_ptr != a.ctypes.data
+    np.testing.assert_array_equal(torch.from_dlpack(ours).numpy(), a)
+
+
+def test_from_dlpack_device_and_copy_arguments(no_leak):
+    a = np.arange(3)
+    same = dlbridge.from_dlpack(a, device="cpu")
+    assert same.data_ptr == a.ctypes.data
+    copied = dlbridge.from_dlpack(a, copy=True)
+    assert copied.data_ptr != a.ctypes.data
+    with pytest.raises(ValueError, match="unknown device"):
+        dlbridge.from_dlpack(a, device="tpu:0")
+
+
+def test_legacy_only_producer_is_accepted(no_leak):
+    class Old:
+        def __init__(self, array):
+            self.array = array
+
+        def __dlpack__(self):  # no keywords: a pre-2023 producer
+            return self.array.__dlpack__()
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    a = np.arange(4.0)
+    t = dlbridge.from_dlpack(Old(a))
+    assert t.data_ptr == a.ctypes.data and not t.readonly
+
+
+def test_repr_and_properties(no_leak):
+    t = dlbridge.from_dlpack(np.zeros((2, 3), dtype=np.uint16))
+    assert repr(t) == "dlbridge.Tensor(shape=(2, 3), dtype=uint16, device=cpu, strides=(3, 1))"
+    assert (t.ndim, t.nbytes, t.device, t.is_contiguous, t.readonly) == (2, 12, "cpu", True, False)
+    z = dlbridge.zeros((3, 2), "bfloat16")
+    assert z.dtype == "bfloat16" and z.data_ptr % 256 == 0 and z.nbytes == 12
+    with pytest.raises(ValueError, match="unknown dtype"):
+        dlbridge.zeros((2,), "float31")
+    with pytest.raises(ValueError, match="dimensions must be >= 0"):
+        dlbridge.zeros((2, -1))
+    with pytest.raises(TypeError):
+        dlbridge.Tensor()
