@@ -109,3 +109,35 @@ def test_masked_array_interface_is_refused(no_leak):
 
     with pytest.raises(BufferError, match="masked"):
         dlbridge.asarray(Masked())
+
+
+def test_interpreter_exits_cleanly_with_live_tensors_and_capsules():
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import builtins, threading, numpy as np, torch, dlbridge
+t = dlbridge.from_dlpack(np.arange(10.0))
+exported = torch.from_dlpack(t)
+imported = dlbridge.from_dlpack(torch.ones(3))
+capsules = [t.__dlpack__(max_version=(1, 3)), t.__dlpack__()]
+buffered = dlbridge.asarray(bytearray(16))
+builtins.keep = (t, exported, imported, capsules, buffered)
+threading.Thread(target=lambda: builtins.keep, daemon=True).start()
+print("exiting with", dlbridge.live_tensor_count(), "live tensors")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "exiting with 6 live tensors" in r.stdout
+
+
+def test_bfloat16_without_ml_dtypes_is_a_clear_error(monkeypatch, no_leak):
+    import sys
+
+    t = dlbridge.zeros((2,), "bfloat16")
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # as if not installed
+    with pytest.raises(TypeError, match="install ml_dtypes"):
+        t.numpy()
+    assert np.asarray(t).dtype == np.dtype("V2")  # the raw bytes are still reachable
