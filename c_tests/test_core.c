@@ -316,6 +316,43 @@ static void test_status_names(void) {
   CHECK(strcmp(dlb_version(), DLBRIDGE_VERSION) == 0);
 }
 
+static void test_copies_bad_arguments(void) {
+  float buf[4] = {0};
+  int64_t shape[1] = {4};
+  dlb_tensor *t = NULL, *out = SENTINEL;
+  DLDevice cuda = {kDLCUDA, 0};
+  DLDevice bogus = {(DLDeviceType)99, 0};
+  DLDataType lanes0 = {kDLFloat, 32, 0};
+  DLDataType kept = {7, 7, 7};
+  dlb_array_interface ai;
+
+  CHECK(dlb_tensor_wrap(buf, cpu(), F32, 1, shape, NULL, 0, 0, NULL, NULL, &t) == DLB_OK);
+  CHECK_STATUS(dlb_tensor_copy(NULL, cpu(), &out), DLB_ERR_NULL_ARGUMENT, "t is NULL");
+  CHECK_STATUS(dlb_tensor_copy(t, cpu(), NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  CHECK_STATUS(dlb_tensor_copy(t, cuda, &out), DLB_ERR_UNSUPPORTED_DEVICE, "cuda:0");
+  CHECK_STATUS(dlb_tensor_copy(t, bogus, &out), DLB_ERR_UNSUPPORTED_DEVICE, "unknown device type 99");
+  CHECK_STATUS(dlb_tensor_astype(NULL, F32, &out), DLB_ERR_NULL_ARGUMENT, "t is NULL");
+  CHECK_STATUS(dlb_tensor_astype(t, F32, NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  CHECK_STATUS(dlb_tensor_astype(t, lanes0, &out), DLB_ERR_UNSUPPORTED_DTYPE, "lanes is 0");
+  CHECK_STATUS(dlb_tensor_astype(t, dt(kDLFloat8_e4m3fn, 8), &out), DLB_ERR_UNSUPPORTED_DTYPE, "numeric types");
+  CHECK_STATUS(dlb_tensor_copy_from_array_interface(NULL, &out), DLB_ERR_NULL_ARGUMENT, "ai is NULL");
+  memset(&ai, 0, sizeof ai);
+  ai.version = 3;
+  strcpy(ai.typestr, ">f4");
+  ai.ndim = 1;
+  ai.shape = shape;
+  ai.data = buf;
+  CHECK_STATUS(dlb_tensor_copy_from_array_interface(&ai, NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  strcpy(ai.typestr, ">x4");
+  CHECK_STATUS(dlb_tensor_copy_from_array_interface(&ai, &out), DLB_ERR_INVALID_TYPESTR, "kind 'x'");
+  CHECK(out == SENTINEL);
+  CHECK_STATUS(dlb_dtype_from_name(NULL, &kept), DLB_ERR_NULL_ARGUMENT, "name is NULL");
+  CHECK_STATUS(dlb_dtype_from_name("float32", NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  CHECK_STATUS(dlb_dtype_from_name("float31", &kept), DLB_ERR_INVALID_ARGUMENT, "float31");
+  CHECK(kept.code == 7 && kept.bits == 7 && kept.lanes == 7);
+  dlb_tensor_free(t);
+}
+
 /* ---- behaviour ---------------------------------------------------------- */
 
 static void test_zero_copy_round_trip(void) {
@@ -592,12 +629,59 @@ static void test_array_interface_round_trip(void) {
   CHECK(released == 1);
 }
 
+static void test_copies(void) {
+  int32_t buf[6] = {0, 1, 2, 3, 4, 5};
+  int64_t shape[2] = {3, 2};
+  int64_t transposed[2] = {1, 3};
+  int64_t four[1] = {4};
+  float f[4] = {1.5f, -2.0f, 65520.0f, 0.0f};
+  uint32_t big[4] = {0x01000000u, 0x02000000u, 0xffffffffu, 0x00010000u}; /* 1, 2, -1, 256 big-endian */
+  dlb_tensor *t = NULL, *c = NULL, *h = NULL, *w = NULL, *s = NULL;
+  DLDataType f16 = {kDLFloat, 16, 1}, i32 = {kDLInt, 32, 1};
+  const DLTensor *v;
+  dlb_array_interface ai;
+
+  CHECK(dlb_tensor_wrap(buf, cpu(), i32, 2, shape, transposed, 0, DLPACK_FLAG_BITMASK_READ_ONLY, NULL, NULL, &t) ==
+        DLB_OK);
+  CHECK(dlb_tensor_copy(t, cpu(), &c) == DLB_OK);
+  v = dlb_tensor_dltensor(c);
+  CHECK(v->data != (void *)buf && v->strides[0] == 2 && v->strides[1] == 1);
+  CHECK(((int32_t *)v->data)[1] == 3 && ((int32_t *)v->data)[2] == 1 && ((int32_t *)v->data)[5] == 5);
+  CHECK(dlb_tensor_flags(c) == DLPACK_FLAG_BITMASK_IS_COPIED); /* a copy is writable */
+  CHECK((uintptr_t)v->data % DLB_ALIGNMENT == 0);
+
+  CHECK(dlb_tensor_wrap(f, cpu(), F32, 1, four, NULL, 0, 0, NULL, NULL, &w) == DLB_OK);
+  CHECK(dlb_tensor_astype(w, f16, &h) == DLB_OK);
+  v = dlb_tensor_dltensor(h);
+  CHECK(v->dtype.code == kDLFloat && v->dtype.bits == 16);
+  CHECK(((uint16_t *)v->data)[0] == 0x3e00 && ((uint16_t *)v->data)[1] == 0xc000);
+  CHECK(((uint16_t *)v->data)[2] == 0x7c00); /* rounds to infinity */
+
+  memset(&ai, 0, sizeof ai);
+  ai.version = 3;
+  strcpy(ai.typestr, ">i4");
+  ai.ndim = 1;
+  ai.shape = four;
+  ai.data = big;
+  CHECK_STATUS(dlb_tensor_from_array_interface(&ai, NULL, NULL, &s), DLB_ERR_BYTE_ORDER, "byte order");
+  CHECK(dlb_tensor_copy_from_array_interface(&ai, &s) == DLB_OK);
+  v = dlb_tensor_dltensor(s);
+  CHECK(((int32_t *)v->data)[0] == 1 && ((int32_t *)v->data)[2] == -1 && ((int32_t *)v->data)[3] == 256);
+  CHECK(dlb_tensor_flags(s) & DLPACK_FLAG_BITMASK_IS_COPIED);
+  dlb_tensor_free(s);
+  dlb_tensor_free(h);
+  dlb_tensor_free(w);
+  dlb_tensor_free(c);
+  dlb_tensor_free(t);
+}
+
 int main(void) {
   RUN(test_new_bad_arguments);
   RUN(test_wrap_bad_arguments);
   RUN(test_from_dlpack_bad_arguments);
   RUN(test_export_and_inspect_bad_arguments);
   RUN(test_array_interface_bad_arguments);
+  RUN(test_copies_bad_arguments);
   RUN(test_status_names);
   RUN(test_zero_copy_round_trip);
   RUN(test_release_runs_once_whatever_the_free_order);
@@ -610,6 +694,7 @@ int main(void) {
   RUN(test_new_is_aligned_and_zeroed);
   RUN(test_every_dtype_code);
   RUN(test_array_interface_round_trip);
+  RUN(test_copies);
 
   /* Every handle and export above was freed: nothing may be alive. */
   checks_failed_in_test = 0;

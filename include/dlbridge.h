@@ -309,6 +309,17 @@ enum dlb_status dlb_tensor_array_interface(const struct dlb_tensor *t, struct dl
 // NULL or writable.
 enum dlb_status dlb_tensor_from_array_interface(const struct dlb_array_interface *ai, dlb_release_fn release, void *ctx, struct dlb_tensor **out);
 
+// A compact, native-byte-order copy of the memory `ai` describes, with
+// DLPACK_FLAG_BITMASK_IS_COPIED set: the way in for data in the other byte
+// order (e.g. NumPy's ">f4"), which is byte-swapped on the way. Host
+// memory only; it is read during the call and not kept. On failure `*out`
+// is untouched.
+//
+// # Safety
+// `ai` must be NULL or a filled struct whose arrays have `ndim` values and
+// whose memory is readable during the call; `out` NULL or writable.
+enum dlb_status dlb_tensor_copy_from_array_interface(const struct dlb_array_interface *ai, struct dlb_tensor **out);
+
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:
 // never free it.
@@ -473,6 +484,18 @@ void dlb_tensor_free(struct dlb_tensor *t);
 // # Safety
 // `t` must be NULL or a live handle; `out` must be NULL or writable.
 enum dlb_status dlb_tensor_copy(const struct dlb_tensor *t, DLDevice device, struct dlb_tensor **out);
+
+// A compact row-major copy of `t` converted to `dtype`, in new CPU memory,
+// writable, with DLPACK_FLAG_BITMASK_IS_COPIED set. Converts between bool,
+// int8..int64, uint8..uint64, float16, bfloat16, float32, float64,
+// complex64 and complex128 as NumPy's `astype` does (integers wrap, floats
+// round to nearest even, NaN/inf kept, complex to real keeps the real
+// part); float to integer saturates where NumPy is undefined (out of
+// range, NaN gives 0). Host memory only. On failure `*out` is untouched.
+//
+// # Safety
+// `t` must be NULL or a live handle; `out` must be NULL or writable.
+enum dlb_status dlb_tensor_astype(const struct dlb_tensor *t, DLDataType dtype, struct dlb_tensor **out);
 
 #ifdef __cplusplus
 }  // extern "C"

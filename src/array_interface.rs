@@ -49,6 +49,15 @@ pub fn typestr(dtype: DType, padded: bool) -> Result<String> {
 /// which it names (bfloat16 as "<V2", FP8 as "|V1"); for other kinds it
 /// must agree with the string. Non-native byte order is refused.
 pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
+    match parse_typestr_order(typestr, hint)? {
+        (_, true) => bail!(ByteOrder, "typestr {typestr:?} is not in native byte order; byte-swap it first"),
+        (dtype, false) => Ok(dtype),
+    }
+}
+
+/// As [`parse_typestr`], but non-native byte order is allowed and reported
+/// (`true`: the data must be byte-swapped).
+pub fn parse_typestr_order(typestr: &str, hint: Option<DLDataType>) -> Result<(DType, bool)> {
     let bytes = typestr.as_bytes();
     let size = typestr
         .get(2..)
@@ -62,16 +71,14 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
     if size == 0 {
         bail!(InvalidTypestr, "malformed typestr {typestr:?}: item size 0");
     }
-    if size > 1 && order != b'|' && order != b'=' && order != NATIVE {
-        bail!(ByteOrder, "typestr {typestr:?} is not in native byte order; byte-swap it first");
-    }
+    let swapped = size > 1 && order != b'|' && order != b'=' && order != NATIVE;
     // Types NumPy lacks (bfloat16, FP8, ...) travel as raw bytes, or under
     // whatever kind their NumPy extension chose (ml_dtypes spells
     // float8_e5m2 "<f1"): the caller's DLPack type names them.
     if let Some(h) = hint {
         let named = DType::new(h)?;
         if !has_numpy_kind(named) && named.itemsize(true) == Some(size) {
-            return Ok(named);
+            return Ok((named, swapped));
         }
     }
     let parsed = match (kind, size) {
@@ -100,7 +107,7 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
             if dtype.itemsize(true) != Some(size) {
                 bail!(InvalidArgument, "typestr {typestr:?} holds {size}-byte items but dtype {dtype} does not");
             }
-            return Ok(dtype);
+            return Ok((dtype, swapped));
         }
         (b'b' | b'i' | b'u' | b'f' | b'c', _) => {
             bail!(UnsupportedDtype, "typestr {typestr:?}: no DLPack type of kind '{}' has {size} bytes", kind as char)
@@ -120,7 +127,7 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
         let named = DType::new(h).map_or_else(|_| format!("{h:?}"), |d| d.name());
         bail!(InvalidArgument, "typestr {typestr:?} is {parsed} but the dtype field says {named}");
     }
-    Ok(parsed)
+    Ok((parsed, swapped))
 }
 
 /// Whether NumPy has a builtin type for `dtype` (else it travels as "V").
@@ -187,33 +194,71 @@ pub struct Fields<'a> {
 /// # Safety
 /// As for [`Tensor::wrap`].
 pub unsafe fn import(fields: &Fields<'_>, release: Option<ReleaseFn>, ctx: *mut c_void) -> Result<Tensor> {
-    let device = Device::new(fields.device)?;
-    if !device.has_addresses() {
-        bail!(UnsupportedDevice, "the array interface needs addressable memory, not {device}");
+    let parsed = Parsed::new(fields)?;
+    if parsed.swapped {
+        bail!(ByteOrder, "typestr {:?} is not in native byte order; byte-swap it first (a copy)", fields.typestr);
     }
-    let dtype = parse_typestr(fields.typestr, fields.dtype)?;
-    let padded = dtype.is_subbyte();
-    let itemsize = dtype.itemsize(padded).unwrap_or(1);
-    layout::check_ndim(i32::try_from(fields.shape.len()).unwrap_or(i32::MAX))?;
-    let strides = fields.strides.map(|s| element_strides(s, itemsize)).transpose()?;
-    let mut flags = Flags::default();
-    if fields.readonly {
-        flags = flags | Flags::READ_ONLY;
-    }
-    if padded {
-        flags = flags | Flags::SUBBYTE_PADDED;
-    }
-    let raw = RawView {
-        data: fields.data,
-        device: device.raw(),
-        dtype: dtype.raw(),
-        shape: fields.shape,
-        strides: strides.as_deref(),
-        byte_offset: 0,
-        flags: flags.0,
-    };
     // SAFETY: forwarded contract.
-    unsafe { Tensor::wrap(&raw, release, ctx) }
+    unsafe { Tensor::wrap(&parsed.raw(fields), release, ctx) }
+}
+
+/// A compact, native-order copy of the memory an array interface
+/// describes (byte-swapped when the typestr says the other order), with
+/// IS_COPIED set. The source memory is only read during the call.
+///
+/// # Safety
+/// The memory must be readable as described during the call.
+pub unsafe fn import_copy(fields: &Fields<'_>) -> Result<Tensor> {
+    let parsed = Parsed::new(fields)?;
+    if !Device::new(fields.device)?.is_host_accessible() {
+        bail!(UnsupportedDevice, "copying device memory needs a device transfer");
+    }
+    // SAFETY: readable for the call, by contract; no release to run.
+    let view = unsafe { Tensor::wrap(&parsed.raw(fields), None, std::ptr::null_mut()) }?;
+    if parsed.swapped { crate::copy::byteswapped(&view) } else { crate::copy::contiguous(&view) }
+}
+
+/// Array-interface fields, checked and converted to DLPack terms.
+struct Parsed {
+    device: Device,
+    dtype: DType,
+    strides: Option<Dims>,
+    flags: Flags,
+    swapped: bool,
+}
+
+impl Parsed {
+    fn new(fields: &Fields<'_>) -> Result<Parsed> {
+        let device = Device::new(fields.device)?;
+        if !device.has_addresses() {
+            bail!(UnsupportedDevice, "the array interface needs addressable memory, not {device}");
+        }
+        let (dtype, swapped) = parse_typestr_order(fields.typestr, fields.dtype)?;
+        let padded = dtype.is_subbyte();
+        let itemsize = dtype.itemsize(padded).unwrap_or(1);
+        layout::check_ndim(i32::try_from(fields.shape.len()).unwrap_or(i32::MAX))?;
+        let strides = fields.strides.map(|s| element_strides(s, itemsize)).transpose()?;
+        let mut flags = Flags::default();
+        if fields.readonly {
+            flags = flags | Flags::READ_ONLY;
+        }
+        if padded {
+            flags = flags | Flags::SUBBYTE_PADDED;
+        }
+        Ok(Parsed { device, dtype, strides, flags, swapped })
+    }
+
+    fn raw<'a>(&'a self, fields: &Fields<'a>) -> RawView<'a> {
+        RawView {
+            data: fields.data,
+            device: self.device.raw(),
+            dtype: self.dtype.raw(),
+            shape: fields.shape,
+            strides: self.strides.as_deref(),
+            byte_offset: 0,
+            flags: self.flags.0,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,79 +1,598 @@
 //! Explicit copies on the host: any strided layout to a fresh compact
-//! row-major tensor, marked IS_COPIED.
+//! row-major tensor (marked IS_COPIED), with a type conversion (`astype`) or
+//! a byte swap on the way. Large copies use every core.
+//!
+//! One walk serves all of them: the source is visited row by row (its last
+//! dimension after merging dimensions that are contiguous with each other),
+//! and a row kernel, picked once per call, moves one row.
+
+use half::{bf16, f16};
 
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{Result, bail};
 use crate::tensor::{Flags, Tensor};
+
+/// Outputs smaller than this are copied on the calling thread.
+const PARALLEL_BYTES: u64 = 1 << 21;
 
 /// A compact row-major copy of a host-accessible tensor, in new CPU memory,
 /// writable, with IS_COPIED set (sub-byte padding is kept).
 pub fn contiguous(src: &Tensor) -> Result<Tensor> {
+    convert(src, src.dtype(), Kernel::Copy)
+}
+
+/// A compact row-major copy converted to `dtype`, as NumPy's `astype`:
+/// integers wrap, floats round to nearest even (float16/bfloat16 through
+/// the `half` crate), NaN and infinities are kept, complex to real keeps the
+/// real part, anything to bool is "non-zero". Float to integer saturates
+/// (NaN gives 0): NumPy leaves out-of-range values undefined.
+pub fn astype(src: &Tensor, dtype: DType) -> Result<Tensor> {
+    if src.dtype() == dtype {
+        return contiguous(src);
+    }
+    let (Some(from), Some(to)) = (Scalar::of(src.dtype()), Scalar::of(dtype)) else {
+        bail!(UnsupportedDtype, "astype converts between numeric types only, not {} to {dtype}", src.dtype());
+    };
+    convert(src, dtype, Kernel::Cast(row_kernel(from, to)))
+}
+
+/// A copy of `src` whose elements had the other byte order: each scalar
+/// (each half of a complex number) is byte-reversed into native order.
+pub fn byteswapped(src: &Tensor) -> Result<Tensor> {
+    let Some(scalar) = Scalar::of(src.dtype()) else {
+        bail!(UnsupportedDtype, "byte-swapping {} is not supported", src.dtype());
+    };
+    convert(src, src.dtype(), Kernel::Swap(scalar.component_bytes()))
+}
+
+#[derive(Clone, Copy)]
+enum Kernel {
+    Copy,
+    Swap(usize),
+    Cast(RowFn),
+}
+
+/// Converts `n` elements, `stride` bytes apart, from `src` to contiguous `dst`.
+type RowFn = unsafe fn(src: *const u8, stride: isize, n: usize, dst: *mut u8);
+
+fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
     if !src.device().is_host_accessible() {
         bail!(
             UnsupportedDevice,
-            "copying {} memory needs CUDA transfers; only host memory can be copied here",
+            "copying {} memory needs a device transfer; only host memory is copied here",
             src.device()
         );
     }
     let padded = src.flags() & Flags::SUBBYTE_PADDED;
-    let dst = Tensor::zeros_with_flags(Device::CPU, src.dtype(), src.shape(), padded | Flags::IS_COPIED)?;
+    let dst = Tensor::zeros_with_flags(Device::CPU, dtype, src.shape(), padded | Flags::IS_COPIED)?;
     if src.numel() == 0 {
         return Ok(dst);
     }
-    let out = dst.data().cast::<u8>();
-    let from = src.data().cast::<u8>();
-    match src.itemsize() {
-        _ if src.is_contiguous() => {
-            // SAFETY: both spans hold `nbytes` bytes (validated source, fresh
-            // destination) and do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(from, out, src.nbytes() as usize) }
-        }
-        Some(itemsize) => {
-            // SAFETY: every offset visited lies inside the validated extent of
-            // `src`; `out` advances over exactly `numel` items of fresh memory.
-            unsafe { copy_strided(from, out, src.shape(), src.strides(), itemsize) };
-        }
-        None => bail!(InvalidStrides, "packed sub-byte data is always contiguous"),
+    let Some(in_size) = src.itemsize() else {
+        // Packed sub-byte data is always compact: copy the bytes.
+        // SAFETY: both hold `nbytes` bytes and do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.data().cast::<u8>(), dst.data().cast::<u8>(), src.nbytes() as usize)
+        };
+        return Ok(dst);
+    };
+    let out_size = dst.itemsize().unwrap_or(1);
+    let walk = Walk::new(src.shape(), src.strides(), in_size);
+    let rows = walk.rows();
+    let from = SendPtr(src.data().cast::<u8>());
+    let to = SendPtr(dst.data().cast::<u8>());
+    let run = |first: usize, last: usize| {
+        // SAFETY: the walk visits only elements inside the validated source
+        // extent, and rows first..last map to their own part of `dst`.
+        unsafe { walk.run(from.get(), to.get(), out_size, first, last, kernel) }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows);
+    if dst.nbytes() < PARALLEL_BYTES || threads < 2 {
+        run(0, rows);
+    } else {
+        std::thread::scope(|s| {
+            for t in 1..threads {
+                s.spawn(move || run(rows * t / threads, rows * (t + 1) / threads));
+            }
+            run(0, rows / threads);
+        });
     }
     Ok(dst)
 }
 
-/// Copies the elements of a strided view, in row-major order, to `out`.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut u8);
+
+impl SendPtr {
+    // A method, so closures capture the whole (Send) wrapper, not the field.
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+// SAFETY: threads write disjoint rows of a buffer that outlives the scope and
+// only read the source.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// The source layout reduced to rows: dimensions of size 1 dropped, and a
+/// dimension merged into the next when their strides make them contiguous.
+struct Walk {
+    outer_shape: Vec<i64>,
+    /// Byte strides of the outer dimensions.
+    outer_strides: Vec<isize>,
+    row_len: usize,
+    row_stride: isize,
+    itemsize: usize,
+}
+
+impl Walk {
+    fn new(shape: &[i64], strides: &[i64], itemsize: usize) -> Walk {
+        // Left to right: an outer dimension merges into the one after it when
+        // its stride is exactly the span of that one.
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(shape.len());
+        for (&d, &s) in shape.iter().zip(strides).filter(|(d, _)| **d != 1) {
+            match merged.last_mut() {
+                Some((pd, ps)) if s.checked_mul(d) == Some(*ps) => {
+                    *pd *= d;
+                    *ps = s;
+                }
+                _ => merged.push((d, s)),
+            }
+        }
+        let (row_len, row_stride) = merged.pop().unwrap_or((1, 1));
+        Walk {
+            outer_shape: merged.iter().map(|(d, _)| *d).collect(),
+            outer_strides: merged.iter().map(|(_, s)| (*s * itemsize as i64) as isize).collect(),
+            row_len: row_len as usize,
+            row_stride: (row_stride * itemsize as i64) as isize,
+            itemsize,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.outer_shape.iter().product::<i64>() as usize
+    }
+
+    /// Moves rows `first..last` (row-major order) of the source.
+    ///
+    /// # Safety
+    /// `src` is the first element of the layout this walk was made from;
+    /// `dst` has room for every row at `out_size` bytes per element.
+    unsafe fn run(&self, src: *const u8, dst: *mut u8, out_size: usize, first: usize, last: usize, kernel: Kernel) {
+        let ndim = self.outer_shape.len();
+        let mut index = vec![0i64; ndim];
+        let mut offset: isize = 0;
+        let mut rest = first as i64;
+        for d in (0..ndim).rev() {
+            index[d] = rest % self.outer_shape[d];
+            rest /= self.outer_shape[d];
+            offset += index[d] as isize * self.outer_strides[d];
+        }
+        let row_bytes = self.row_len * out_size;
+        for row in first..last {
+            // SAFETY: `offset` addresses row `row` of the source (odometer below),
+            // and row `row` of the output starts at `row * row_bytes`.
+            unsafe {
+                let from = src.offset(offset);
+                let to = dst.add(row * row_bytes);
+                match kernel {
+                    Kernel::Copy if self.row_stride == self.itemsize as isize => {
+                        std::ptr::copy_nonoverlapping(from, to, row_bytes)
+                    }
+                    Kernel::Copy => copy_row(from, self.row_stride, self.row_len, to, self.itemsize),
+                    Kernel::Swap(part) => swap_row(from, self.row_stride, self.row_len, to, self.itemsize, part),
+                    Kernel::Cast(f) => f(from, self.row_stride, self.row_len, to),
+                }
+            }
+            for d in (0..ndim).rev() {
+                index[d] += 1;
+                offset += self.outer_strides[d];
+                if index[d] < self.outer_shape[d] {
+                    break;
+                }
+                offset -= self.outer_strides[d] * self.outer_shape[d] as isize;
+                index[d] = 0;
+            }
+        }
+    }
+}
+
+/// Strided row copy, one typed load/store per element.
 ///
 /// # Safety
-/// `from` with `shape`/`strides` (elements of `itemsize` bytes) must be
-/// readable; `out` must have room for all elements.
-unsafe fn copy_strided(from: *const u8, out: *mut u8, shape: &[i64], strides: &[i64], itemsize: usize) {
-    let ndim = shape.len();
-    let mut index = vec![0i64; ndim];
-    let mut offset: isize = 0; // bytes from `from` to the current element
-    let inner_len = shape[ndim - 1];
-    let inner_step = (strides[ndim - 1] * itemsize as i64) as isize;
-    let mut written = 0usize;
-    loop {
-        let mut p = offset;
-        for _ in 0..inner_len {
-            // SAFETY: by contract, `p` stays inside the source and `written`
-            // inside the destination.
-            unsafe { std::ptr::copy_nonoverlapping(from.offset(p), out.add(written), itemsize) };
-            p += inner_step;
-            written += itemsize;
-        }
-        // Advance the outer index like an odometer.
-        let mut d = ndim - 1;
-        loop {
-            if d == 0 {
-                return;
+/// `n` elements of `size` bytes, `stride` apart, readable at `src`; room for
+/// `n * size` bytes at `dst`.
+unsafe fn copy_row(src: *const u8, stride: isize, n: usize, dst: *mut u8, size: usize) {
+    macro_rules! typed {
+        ($t:ty) => {
+            for i in 0..n {
+                // SAFETY: by contract; foreign data may be unaligned.
+                unsafe {
+                    let v = src.offset(i as isize * stride).cast::<$t>().read_unaligned();
+                    dst.cast::<$t>().add(i).write_unaligned(v);
+                }
             }
-            d -= 1;
-            index[d] += 1;
-            offset += (strides[d] * itemsize as i64) as isize;
-            if index[d] < shape[d] {
-                break;
+        };
+    }
+    match size {
+        1 => typed!(u8),
+        2 => typed!(u16),
+        4 => typed!(u32),
+        8 => typed!(u64),
+        16 => typed!(u128),
+        _ => {
+            for i in 0..n {
+                // SAFETY: by contract.
+                unsafe { std::ptr::copy_nonoverlapping(src.offset(i as isize * stride), dst.add(i * size), size) };
             }
-            offset -= (strides[d] * shape[d] * itemsize as i64) as isize;
-            index[d] = 0;
         }
+    }
+}
+
+/// Strided row copy that reverses the bytes of each `part`-byte scalar.
+///
+/// # Safety
+/// As for [`copy_row`]; `part` divides `size`.
+unsafe fn swap_row(src: *const u8, stride: isize, n: usize, dst: *mut u8, size: usize, part: usize) {
+    for i in 0..n {
+        for p in (0..size).step_by(part) {
+            for b in 0..part {
+                // SAFETY: by contract.
+                unsafe { *dst.add(i * size + p + b) = *src.offset(i as isize * stride + (p + part - 1 - b) as isize) };
+            }
+        }
+    }
+}
+
+/// The numeric element types `astype` converts between.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scalar {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F16,
+    Bf16,
+    F32,
+    F64,
+    C64,
+    C128,
+}
+
+impl Scalar {
+    fn of(dtype: DType) -> Option<Scalar> {
+        Some(match dtype {
+            DType::BOOL => Scalar::Bool,
+            DType::INT8 => Scalar::I8,
+            DType::INT16 => Scalar::I16,
+            DType::INT32 => Scalar::I32,
+            DType::INT64 => Scalar::I64,
+            DType::UINT8 => Scalar::U8,
+            DType::UINT16 => Scalar::U16,
+            DType::UINT32 => Scalar::U32,
+            DType::UINT64 => Scalar::U64,
+            DType::FLOAT16 => Scalar::F16,
+            DType::BFLOAT16 => Scalar::Bf16,
+            DType::FLOAT32 => Scalar::F32,
+            DType::FLOAT64 => Scalar::F64,
+            DType::COMPLEX64 => Scalar::C64,
+            DType::COMPLEX128 => Scalar::C128,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one real component (what a byte swap reverses).
+    fn component_bytes(self) -> usize {
+        match self {
+            Scalar::Bool | Scalar::I8 | Scalar::U8 => 1,
+            Scalar::I16 | Scalar::U16 | Scalar::F16 | Scalar::Bf16 => 2,
+            Scalar::I32 | Scalar::U32 | Scalar::F32 | Scalar::C64 => 4,
+            Scalar::I64 | Scalar::U64 | Scalar::F64 | Scalar::C128 => 8,
+        }
+    }
+}
+
+/// A value in transit, wide enough that every source converts exactly.
+/// After inlining, each source yields one constant variant and the match in
+/// the target folds away.
+#[derive(Clone, Copy)]
+enum Val {
+    Bool(bool),
+    Int(i128),
+    F32(f32),
+    F64(f64),
+    C64(f32, f32),
+    C128(f64, f64),
+}
+
+trait Elem: Copy {
+    fn lift(self) -> Val;
+    fn lower(v: Val) -> Self;
+}
+
+macro_rules! int_elem {
+    ($($t:ty),*) => {$(
+        impl Elem for $t {
+            #[inline(always)]
+            fn lift(self) -> Val {
+                Val::Int(self as i128)
+            }
+            #[inline(always)]
+            fn lower(v: Val) -> Self {
+                match v {
+                    Val::Bool(b) => b as $t,
+                    Val::Int(i) => i as $t,
+                    Val::F32(f) | Val::C64(f, _) => f as $t,
+                    Val::F64(f) | Val::C128(f, _) => f as $t,
+                }
+            }
+        }
+    )*};
+}
+int_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+/// bool as stored in DLPack / NumPy: one byte, 0 or 1.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct Bool8(u8);
+
+impl Elem for Bool8 {
+    #[inline(always)]
+    fn lift(self) -> Val {
+        Val::Bool(self.0 != 0)
+    }
+    #[inline(always)]
+    fn lower(v: Val) -> Self {
+        Bool8(match v {
+            Val::Bool(b) => b,
+            Val::Int(i) => i != 0,
+            Val::F32(f) => f != 0.0,
+            Val::F64(f) => f != 0.0,
+            Val::C64(re, im) => re != 0.0 || im != 0.0,
+            Val::C128(re, im) => re != 0.0 || im != 0.0,
+        } as u8)
+    }
+}
+
+macro_rules! float_elem {
+    ($t:ty, $variant:ident) => {
+        impl Elem for $t {
+            #[inline(always)]
+            fn lift(self) -> Val {
+                Val::$variant(self)
+            }
+            #[inline(always)]
+            fn lower(v: Val) -> Self {
+                match v {
+                    Val::Bool(b) => b as u8 as $t,
+                    Val::Int(i) => i as $t,
+                    Val::F32(f) | Val::C64(f, _) => f as $t,
+                    Val::F64(f) | Val::C128(f, _) => f as $t,
+                }
+            }
+        }
+    };
+}
+float_elem!(f32, F32);
+float_elem!(f64, F64);
+
+impl Elem for f16 {
+    #[inline(always)]
+    fn lift(self) -> Val {
+        Val::F32(self.to_f32())
+    }
+    #[inline(always)]
+    fn lower(v: Val) -> Self {
+        match v {
+            Val::Bool(b) => f16::from_f32(b as u8 as f32),
+            Val::Int(i) => f64_to_f16(i as f64),
+            Val::F32(f) | Val::C64(f, _) => f16::from_f32(f),
+            Val::F64(f) | Val::C128(f, _) => f64_to_f16(f),
+        }
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn lift(self) -> Val {
+        Val::F32(self.to_f32())
+    }
+    /// Wider sources go through float32, as ml_dtypes (the reference
+    /// bfloat16 for NumPy) converts them.
+    #[inline(always)]
+    fn lower(v: Val) -> Self {
+        match v {
+            Val::Bool(b) => bf16::from_f32(b as u8 as f32),
+            Val::Int(i) => bf16::from_f32(i as f32),
+            Val::F32(f) | Val::C64(f, _) => bf16::from_f32(f),
+            Val::F64(f) | Val::C128(f, _) => bf16::from_f32(f as f32),
+        }
+    }
+}
+
+/// float64 to float16 with one rounding (to nearest, ties to even), as
+/// NumPy does; `half::f16::from_f64` rounds twice (through float32).
+fn f64_to_f16(x: f64) -> f16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 48) & 0x8000) as u16;
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let man = bits & ((1u64 << 52) - 1);
+    if exp == 0x7ff {
+        // Infinity, or NaN with its top payload bits (kept non-zero).
+        let payload = (man >> 42) as u16;
+        return f16::from_bits(sign | 0x7c00 | if man == 0 { 0 } else { payload.max(1) | 0x200 });
+    }
+    let e = exp - 1023;
+    if e > 15 {
+        return f16::from_bits(sign | 0x7c00);
+    }
+    // Keep `keep` bits of the significand (implicit bit included for
+    // subnormal results), rounding the rest; a carry rolls into the
+    // exponent, up to infinity, as it should.
+    let (base, significand, shift) = if e >= -14 {
+        (((e + 15) as u64) << 10, man, 42u32)
+    } else {
+        let shift = 28 - e; // units of 2^-24, the smallest subnormal
+        if shift >= 64 {
+            return f16::from_bits(sign);
+        }
+        (0, man | (1u64 << 52), shift as u32)
+    };
+    let mut h = base | (significand >> shift);
+    let rest = significand & ((1u64 << shift) - 1);
+    let halfway = 1u64 << (shift - 1);
+    if rest > halfway || (rest == halfway && h & 1 == 1) {
+        h += 1;
+    }
+    f16::from_bits(sign | h as u16)
+}
+
+/// complex64 / complex128 as stored: real then imaginary.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Complex<T>(T, T);
+
+impl Elem for Complex<f32> {
+    #[inline(always)]
+    fn lift(self) -> Val {
+        Val::C64(self.0, self.1)
+    }
+    #[inline(always)]
+    fn lower(v: Val) -> Self {
+        match v {
+            Val::C64(re, im) => Complex(re, im),
+            Val::C128(re, im) => Complex(re as f32, im as f32),
+            other => Complex(f32::lower(other), 0.0),
+        }
+    }
+}
+
+impl Elem for Complex<f64> {
+    #[inline(always)]
+    fn lift(self) -> Val {
+        Val::C128(self.0, self.1)
+    }
+    #[inline(always)]
+    fn lower(v: Val) -> Self {
+        match v {
+            Val::C64(re, im) => Complex(re as f64, im as f64),
+            Val::C128(re, im) => Complex(re, im),
+            other => Complex(f64::lower(other), 0.0),
+        }
+    }
+}
+
+/// Converts a row element by element.
+///
+/// # Safety
+/// As for [`RowFn`], with `S`/`D` the source/target element types.
+unsafe fn cast_row<S: Elem, D: Elem>(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
+    let dst = dst.cast::<D>();
+    if stride == std::mem::size_of::<S>() as isize {
+        let src = src.cast::<S>();
+        for i in 0..n {
+            // SAFETY: by contract; unaligned-safe.
+            unsafe { dst.add(i).write_unaligned(D::lower(src.add(i).read_unaligned().lift())) };
+        }
+    } else {
+        for i in 0..n {
+            // SAFETY: by contract; unaligned-safe.
+            unsafe {
+                dst.add(i)
+                    .write_unaligned(D::lower(src.offset(i as isize * stride).cast::<S>().read_unaligned().lift()))
+            };
+        }
+    }
+}
+
+/// float32 <-> float16 / bfloat16 rows through `half`'s slice conversions
+/// (F16C where the CPU has it) when the row is contiguous and aligned.
+macro_rules! half_slice_rows {
+    ($to_half:ident, $from_half:ident, $t:ty) => {
+        unsafe fn $to_half(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
+            use half::slice::HalfFloatSliceExt;
+            if stride == 4 && src.align_offset(4) == 0 && dst.align_offset(2) == 0 {
+                // SAFETY: contiguous, aligned, `n` elements each side (contract).
+                unsafe {
+                    let from = std::slice::from_raw_parts(src.cast::<f32>(), n);
+                    std::slice::from_raw_parts_mut(dst.cast::<$t>(), n).convert_from_f32_slice(from);
+                }
+            } else {
+                // SAFETY: forwarded contract.
+                unsafe { cast_row::<f32, $t>(src, stride, n, dst) }
+            }
+        }
+        unsafe fn $from_half(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
+            use half::slice::HalfFloatSliceExt;
+            if stride == 2 && src.align_offset(2) == 0 && dst.align_offset(4) == 0 {
+                // SAFETY: contiguous, aligned, `n` elements each side (contract).
+                unsafe {
+                    let from = std::slice::from_raw_parts(src.cast::<$t>(), n);
+                    from.convert_to_f32_slice(std::slice::from_raw_parts_mut(dst.cast::<f32>(), n));
+                }
+            } else {
+                // SAFETY: forwarded contract.
+                unsafe { cast_row::<$t, f32>(src, stride, n, dst) }
+            }
+        }
+    };
+}
+half_slice_rows!(f32_to_f16, f16_to_f32, f16);
+half_slice_rows!(f32_to_bf16, bf16_to_f32, bf16);
+
+/// The row kernel for a conversion.
+fn row_kernel(from: Scalar, to: Scalar) -> RowFn {
+    match (from, to) {
+        (Scalar::F32, Scalar::F16) => return f32_to_f16,
+        (Scalar::F16, Scalar::F32) => return f16_to_f32,
+        (Scalar::F32, Scalar::Bf16) => return f32_to_bf16,
+        (Scalar::Bf16, Scalar::F32) => return bf16_to_f32,
+        _ => {}
+    }
+    macro_rules! to {
+        ($s:ty) => {
+            match to {
+                Scalar::Bool => cast_row::<$s, Bool8> as RowFn,
+                Scalar::I8 => cast_row::<$s, i8>,
+                Scalar::I16 => cast_row::<$s, i16>,
+                Scalar::I32 => cast_row::<$s, i32>,
+                Scalar::I64 => cast_row::<$s, i64>,
+                Scalar::U8 => cast_row::<$s, u8>,
+                Scalar::U16 => cast_row::<$s, u16>,
+                Scalar::U32 => cast_row::<$s, u32>,
+                Scalar::U64 => cast_row::<$s, u64>,
+                Scalar::F16 => cast_row::<$s, f16>,
+                Scalar::Bf16 => cast_row::<$s, bf16>,
+                Scalar::F32 => cast_row::<$s, f32>,
+                Scalar::F64 => cast_row::<$s, f64>,
+                Scalar::C64 => cast_row::<$s, Complex<f32>>,
+                Scalar::C128 => cast_row::<$s, Complex<f64>>,
+            }
+        };
+    }
+    match from {
+        Scalar::Bool => to!(Bool8),
+        Scalar::I8 => to!(i8),
+        Scalar::I16 => to!(i16),
+        Scalar::I32 => to!(i32),
+        Scalar::I64 => to!(i64),
+        Scalar::U8 => to!(u8),
+        Scalar::U16 => to!(u16),
+        Scalar::U32 => to!(u32),
+        Scalar::U64 => to!(u64),
+        Scalar::F16 => to!(f16),
+        Scalar::Bf16 => to!(bf16),
+        Scalar::F32 => to!(f32),
+        Scalar::F64 => to!(f64),
+        Scalar::C64 => to!(Complex<f32>),
+        Scalar::C128 => to!(Complex<f64>),
     }
 }
 
@@ -81,35 +600,118 @@ unsafe fn copy_strided(from: *const u8, out: *mut u8, shape: &[i64], strides: &[
 mod tests {
     use super::*;
     use crate::tensor::tests::raw;
+    use dlpark::ffi::DLDataType;
 
-    fn values(t: &Tensor) -> Vec<f32> {
-        // SAFETY: a fresh contiguous float32 copy.
-        unsafe { std::slice::from_raw_parts(t.data().cast::<f32>(), t.numel() as usize) }.to_vec()
+    fn wrap<T>(data: *mut T, dtype: DType, shape: &[i64], strides: &[i64]) -> Tensor {
+        let r = crate::RawView { dtype: dtype.raw(), ..raw(data.cast(), shape, Some(strides)) };
+        // SAFETY: the tests keep the buffers alive longer than the views.
+        unsafe { Tensor::wrap(&r, None, std::ptr::null_mut()) }.unwrap()
+    }
+
+    fn values<T: Copy>(t: &Tensor) -> Vec<T> {
+        // SAFETY: a fresh contiguous copy of `numel` elements of T.
+        unsafe { std::slice::from_raw_parts(t.data().cast::<T>(), t.numel() as usize) }.to_vec()
     }
 
     #[test]
     fn strided_views_copy_in_row_major_order() {
         let mut buf: Vec<f32> = (0..12).map(|i| i as f32).collect();
         let p = buf.as_mut_ptr();
-        // SAFETY: `buf` outlives each view; no release.
-        let wrap = |data: *mut f32, shape: &[i64], strides: &[i64]| unsafe {
-            Tensor::wrap(&raw(data.cast(), shape, Some(strides)), None, std::ptr::null_mut()).unwrap()
-        };
-        let transposed = wrap(p, &[4, 3], &[1, 4]);
-        let c = contiguous(&transposed).unwrap();
+        let c = contiguous(&wrap(p, DType::FLOAT32, &[4, 3], &[1, 4])).unwrap();
         assert!(c.is_contiguous() && c.flags().contains(Flags::IS_COPIED));
-        assert_eq!(values(&c), [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]);
-        let reversed = wrap(p.wrapping_add(11), &[6], &[-2]);
-        assert_eq!(values(&contiguous(&reversed).unwrap()), [11., 9., 7., 5., 3., 1.]);
-        let stepped = wrap(p, &[2, 2], &[6, 2]);
-        assert_eq!(values(&contiguous(&stepped).unwrap()), [0., 2., 6., 8.]);
-        let same = wrap(p, &[12], &[1]);
+        assert_eq!(values::<f32>(&c), [0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]);
+        let reversed = wrap(p.wrapping_add(11), DType::FLOAT32, &[6], &[-2]);
+        assert_eq!(values::<f32>(&contiguous(&reversed).unwrap()), [11., 9., 7., 5., 3., 1.]);
+        let stepped = wrap(p, DType::FLOAT32, &[2, 1, 2], &[6, 99, 2]);
+        assert_eq!(values::<f32>(&contiguous(&stepped).unwrap()), [0., 2., 6., 8.]);
+        let same = wrap(p, DType::FLOAT32, &[3, 4], &[4, 1]);
         let copy = contiguous(&same).unwrap();
         assert_ne!(copy.data(), same.data());
-        assert_eq!(values(&copy), buf);
-        let empty = wrap(p, &[0, 3], &[3, 1]);
-        assert_eq!(contiguous(&empty).unwrap().numel(), 0);
-        let scalar = wrap(p.wrapping_add(5), &[], &[]);
-        assert_eq!(values(&contiguous(&scalar).unwrap()), [5.]);
+        assert_eq!(values::<f32>(&copy), buf);
+        assert_eq!(contiguous(&wrap(p, DType::FLOAT32, &[0, 3], &[3, 1])).unwrap().numel(), 0);
+        assert_eq!(values::<f32>(&contiguous(&wrap(p.wrapping_add(5), DType::FLOAT32, &[], &[])).unwrap()), [5.]);
+    }
+
+    #[test]
+    fn merging_leaves_one_row_for_contiguous_blocks() {
+        let w = Walk::new(&[2, 3, 4], &[12, 4, 1], 4);
+        assert_eq!((w.rows(), w.row_len, w.row_stride), (1, 24, 4));
+        let w = Walk::new(&[2, 3, 4], &[24, 4, 1], 2); // a slice of a wider array
+        assert_eq!((w.rows(), w.row_len), (2, 12));
+        let w = Walk::new(&[3, 1, 4], &[1, 7, 3], 8); // transposed
+        assert_eq!((w.rows(), w.row_len, w.row_stride), (3, 4, 24));
+    }
+
+    #[test]
+    fn large_transposes_split_across_threads_match_a_naive_copy() {
+        let (n, m) = (700usize, 900usize); // 2.5 MB of u32: above the parallel threshold
+        let mut buf: Vec<u32> = (0..(n * m) as u32).collect();
+        let t = wrap(buf.as_mut_ptr(), DType::UINT32, &[m as i64, n as i64], &[1, m as i64]);
+        let got = values::<u32>(&contiguous(&t).unwrap());
+        for (k, v) in got.iter().enumerate() {
+            let (i, j) = (k / n, k % n);
+            assert_eq!(*v, (j * m + i) as u32);
+        }
+        let half = values::<u16>(&astype(&t, DType::UINT16).unwrap());
+        assert_eq!(half[n + 1], ((m + 1) as u32 & 0xffff) as u16);
+    }
+
+    #[test]
+    fn astype_follows_numpy_rules() {
+        let mut f = [1.5f32, -2.7, 0.0, f32::NAN, f32::INFINITY, 65520.0, 1e-8, 300.0];
+        let t = wrap(f.as_mut_ptr(), DType::FLOAT32, &[8], &[1]);
+        assert_eq!(values::<i32>(&astype(&t, DType::INT32).unwrap())[..3], [1, -2, 0]);
+        assert_eq!(values::<u8>(&astype(&t, DType::BOOL).unwrap()), [1, 1, 0, 1, 1, 1, 1, 1]);
+        let h: Vec<f16> = values(&astype(&t, DType::FLOAT16).unwrap());
+        assert_eq!(h[0], f16::from_f32(1.5));
+        assert!(h[3].is_nan() && h[4].is_infinite() && h[5].is_infinite()); // 65520 rounds up to inf
+        assert_eq!(h[6].to_bits(), 0); // below half the smallest subnormal
+        let b: Vec<bf16> = values(&astype(&t, DType::BFLOAT16).unwrap());
+        assert_eq!(b[7], bf16::from_f32(300.0));
+        let c: Vec<Complex<f64>> = values(&astype(&t, DType::COMPLEX128).unwrap());
+        assert_eq!((c[1].0, c[1].1), (-2.700000047683716, 0.0));
+        let mut ints = [-1i64, 256, i64::MAX, 3];
+        let t = wrap(ints.as_mut_ptr(), DType::INT64, &[4], &[1]);
+        assert_eq!(values::<u8>(&astype(&t, DType::UINT8).unwrap()), [255, 0, 255, 3]); // wraps
+        assert_eq!(values::<f64>(&astype(&t, DType::FLOAT64).unwrap())[2], 9.223372036854776e18);
+        assert_eq!(values::<u64>(&astype(&t, DType::UINT64).unwrap())[0], u64::MAX);
+        let mut z = [Complex(3.5f32, -1.0), Complex(0.0, 2.0)];
+        let t = wrap(z.as_mut_ptr(), DType::COMPLEX64, &[2], &[1]);
+        assert_eq!(values::<f32>(&astype(&t, DType::FLOAT32).unwrap()), [3.5, 0.0]);
+        assert_eq!(values::<u8>(&astype(&t, DType::BOOL).unwrap()), [1, 1]);
+        let fp8 = DType::new(DLDataType { code: dlpark::ffi::DLDataTypeCode::FLOAT8_E5M2, bits: 8, lanes: 1 }).unwrap();
+        assert_eq!(astype(&t, fp8).unwrap_err().kind(), crate::ErrorKind::UnsupportedDtype);
+    }
+
+    #[test]
+    fn float64_to_float16_rounds_once() {
+        // Just below a tie: float32 would round it onto the tie, then up.
+        assert_eq!(f64_to_f16(530.7499882417525).to_bits(), 0x6025);
+        assert_eq!(f64_to_f16(19.039063102256144).to_bits(), 0x4cc3);
+        assert_eq!(f64_to_f16(65519.99).to_bits(), 0x7bff);
+        assert_eq!(f64_to_f16(65520.0).to_bits(), 0x7c00);
+        assert_eq!(f64_to_f16(-1e300).to_bits(), 0xfc00);
+        assert_eq!(f64_to_f16(2f64.powi(-24)).to_bits(), 0x0001);
+        assert_eq!(f64_to_f16(2f64.powi(-25)).to_bits(), 0x0000); // tie to even
+        assert_eq!(f64_to_f16(2f64.powi(-25) * 1.0001).to_bits(), 0x0001);
+        assert_eq!(f64_to_f16(6.097555160522461e-5).to_bits(), 0x03ff); // largest subnormal
+        assert_eq!(f64_to_f16(2f64.powi(-14)).to_bits(), 0x0400);
+        assert_eq!(f64_to_f16(-0.0).to_bits(), 0x8000);
+        assert!(f64_to_f16(f64::NAN).is_nan());
+        for i in 0..=0x7bffu16 {
+            let h = f16::from_bits(i);
+            assert_eq!(f64_to_f16(h.to_f64()), h, "{i:#x}");
+        }
+    }
+
+    #[test]
+    fn byteswap_reverses_each_component() {
+        let mut v = [0x0102_0304u32, 0x0a0b_0c0d];
+        let t = wrap(v.as_mut_ptr(), DType::UINT32, &[2], &[1]);
+        assert_eq!(values::<u32>(&byteswapped(&t).unwrap()), [0x0403_0201, 0x0d0c_0b0a]);
+        let mut z = [1.0f32.to_be_bytes(), 2.0f32.to_be_bytes()];
+        let t = wrap(z.as_mut_ptr(), DType::COMPLEX64, &[1], &[1]);
+        let c: Vec<Complex<f32>> = values(&byteswapped(&t).unwrap());
+        assert_eq!((c[0].0, c[0].1), (1.0, 2.0));
     }
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as _datetime
+import sys
 from typing import Any, Optional, Sequence
 
 from . import _lib
@@ -69,8 +70,9 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     producer or capsule, an object with ``__array_interface__``, or a
     buffer-protocol object (memoryview, bytearray, array.array). The source
     stays alive as long as the memory is used. ``copy=True`` returns a copy;
-    every path here is otherwise zero copy, so ``copy=False`` never fails
-    for lack of one.
+    ``copy=None`` copies only when it must (data in the other byte order is
+    byte-swapped into a copy); ``copy=False`` never copies (BufferError
+    where a copy would be needed).
     """
     if type(x) is Tensor:
         return x.copy() if copy else x
@@ -89,7 +91,9 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     if interface is None:
         interface = getattr(x, "__array_interface__", None)
     if interface is not None:
-        t = _from_array_interface(x, interface)
+        t = _from_array_interface(x, interface, copy)
+        if copy and t.is_copied:
+            return t
     else:
         try:
             memoryview(x).release()
@@ -100,7 +104,7 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     return t.copy() if copy else t
 
 
-def _from_array_interface(owner: Any, ai: dict) -> Tensor:
+def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None) -> Tensor:
     if ai.get("mask") is not None:
         raise BufferError("masked array interfaces cannot be exchanged")
     data = ai.get("data")
@@ -127,6 +131,11 @@ def _from_array_interface(owner: Any, ai: dict) -> Tensor:
         # ml_dtypes arrays say "<V2", "<V1" or even "<f1": the dtype name says which type.
         _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
     out = ctypes.c_void_p()
+    swapped = len(typestr) > 2 and typestr[:1] == (b">" if sys.byteorder == "little" else b"<") and typestr[2:] != b"1"
+    if copy or (swapped and copy is None):
+        # A copy is allowed (or asked for): the other byte order is swapped on the way.
+        _lib.check(_lib.tensor_copy_from_array_interface(ctypes.byref(c), ctypes.byref(out)))
+        return _wrap(out.value)
     _lib.incref(owner)
     status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(owner), ctypes.byref(out))
     if status:

@@ -73,6 +73,10 @@ def _fn(name, restype, *argtypes):
 tensor_new = _fn("dlb_tensor_new", c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_void_p))
 tensor_free = _fn("dlb_tensor_free", None, c_void_p)
 tensor_copy = _fn("dlb_tensor_copy", c_int, c_void_p, DLDevice, POINTER(c_void_p))
+tensor_astype = _fn("dlb_tensor_astype", c_int, c_void_p, DLDataType, POINTER(c_void_p))
+tensor_copy_from_array_interface = _fn(
+    "dlb_tensor_copy_from_array_interface", c_int, POINTER(ArrayInterface), POINTER(c_void_p)
+)
 tensor_from_array_interface = _fn(
     "dlb_tensor_from_array_interface", c_int, POINTER(ArrayInterface), c_void_p, c_void_p, POINTER(c_void_p)
 )

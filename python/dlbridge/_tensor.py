@@ -38,6 +38,19 @@ def _wrap(handle: Optional[int]) -> "Tensor":
     return t
 
 
+def dtype_of(dtype: Any) -> "_lib.DLDataType":
+    """The DLPack type for a name ("float32", "bfloat16", ...) or anything
+    with a ``name`` (a NumPy or ml_dtypes dtype)."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if name is None and isinstance(dtype, type):
+        name = getattr(dtype, "__name__", None)  # np.float32, ml_dtypes.bfloat16
+    if not isinstance(name, str):
+        raise TypeError(f"expected a dtype name or a dtype, not {dtype!r}")
+    out = _lib.DLDataType()
+    _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(out)))
+    return out
+
+
 def parse_device(device: Any) -> Tuple[int, int]:
     """(device_type, device_id) from "cpu", "cuda:1", a (type, id) pair, or
     an object with ``__dlpack_device__``."""
@@ -182,6 +195,14 @@ class Tensor:
         """A compact row-major copy in new CPU memory (writable, IS_COPIED)."""
         out = ctypes.c_void_p()
         _lib.check(_lib.tensor_copy(self._h, _lib.DLDevice(1, 0), ctypes.byref(out)))
+        return _wrap(out.value)
+
+    def astype(self, dtype: Any) -> "Tensor":
+        """A compact row-major copy converted to ``dtype`` (a name such as
+        "float16" or "bfloat16", or a NumPy dtype), converted as NumPy's
+        ``astype`` does; float16/bfloat16 round to nearest even."""
+        out = ctypes.c_void_p()
+        _lib.check(_lib.tensor_astype(self._h, dtype_of(dtype), ctypes.byref(out)))
         return _wrap(out.value)
 
     def to_device(self, device: Any) -> "Tensor":

@@ -114,29 +114,67 @@ pub unsafe extern "C" fn dlb_tensor_from_array_interface(
         // SAFETY: `ai` is NULL or valid by contract.
         let ai = unsafe { arg(ai, "ai") }?;
         let out = non_null(out, "out")?;
-        if ai.version != VERSION {
-            bail!(InvalidArgument, "array interface version {} is not {VERSION}", ai.version);
-        }
-        let typestr = typestr_of(&ai.typestr)?;
-        // SAFETY: `shape`/`strides` have `ndim` values by contract.
-        let shape = unsafe { dims(ai.shape, ai.ndim) }?.ok_or_else(|| missing_shape(ai.ndim))?;
-        // SAFETY: as above.
-        let strides = unsafe { dims(ai.strides, ai.ndim) }?;
-        let device = match ai.device.device_type.0 {
-            0 => Device::CPU.raw(),
-            _ => ai.device,
-        };
-        let fields = Fields {
-            typestr,
-            dtype: (ai.dtype.lanes != 0).then_some(ai.dtype),
-            shape,
-            strides,
-            data: ai.data,
-            readonly: ai.readonly,
-            device,
-        };
+        // SAFETY: the arrays have `ndim` values by contract.
+        let fields = unsafe { fields_of(ai) }?;
         // SAFETY: memory validity and `release` are the caller's contract.
         let tensor = unsafe { array_interface::import(&fields, release, ctx) }?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(tensor)) };
+        Ok(())
+    })
+}
+
+/// Checks and translates a `dlb_array_interface`.
+///
+/// # Safety
+/// `shape`/`strides` must be NULL or hold `ndim` values.
+unsafe fn fields_of(ai: &dlb_array_interface) -> Result<Fields<'_>> {
+    if ai.version != VERSION {
+        bail!(InvalidArgument, "array interface version {} is not {VERSION}", ai.version);
+    }
+    let typestr = typestr_of(&ai.typestr)?;
+    // SAFETY: `shape`/`strides` have `ndim` values by contract.
+    let shape = unsafe { dims(ai.shape, ai.ndim) }?.ok_or_else(|| missing_shape(ai.ndim))?;
+    // SAFETY: as above.
+    let strides = unsafe { dims(ai.strides, ai.ndim) }?;
+    let device = match ai.device.device_type.0 {
+        0 => Device::CPU.raw(),
+        _ => ai.device,
+    };
+    let fields = Fields {
+        typestr,
+        dtype: (ai.dtype.lanes != 0).then_some(ai.dtype),
+        shape,
+        strides,
+        data: ai.data,
+        readonly: ai.readonly,
+        device,
+    };
+    Ok(fields)
+}
+
+/// A compact, native-byte-order copy of the memory `ai` describes, with
+/// DLPACK_FLAG_BITMASK_IS_COPIED set: the way in for data in the other byte
+/// order (e.g. NumPy's ">f4"), which is byte-swapped on the way. Host
+/// memory only; it is read during the call and not kept. On failure `*out`
+/// is untouched.
+///
+/// # Safety
+/// `ai` must be NULL or a filled struct whose arrays have `ndim` values and
+/// whose memory is readable during the call; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_copy_from_array_interface(
+    ai: *const dlb_array_interface,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `ai` is NULL or valid by contract.
+        let ai = unsafe { arg(ai, "ai") }?;
+        let out = non_null(out, "out")?;
+        // SAFETY: the arrays have `ndim` values by contract.
+        let fields = unsafe { fields_of(ai) }?;
+        // SAFETY: the memory is readable during the call by contract.
+        let tensor = unsafe { array_interface::import_copy(&fields) }?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(into_handle(tensor)) };
         Ok(())

@@ -345,3 +345,30 @@ pub unsafe extern "C" fn dlb_tensor_copy(
         Ok(())
     })
 }
+
+/// A compact row-major copy of `t` converted to `dtype`, in new CPU memory,
+/// writable, with DLPACK_FLAG_BITMASK_IS_COPIED set. Converts between bool,
+/// int8..int64, uint8..uint64, float16, bfloat16, float32, float64,
+/// complex64 and complex128 as NumPy's `astype` does (integers wrap, floats
+/// round to nearest even, NaN/inf kept, complex to real keeps the real
+/// part); float to integer saturates where NumPy is undefined (out of
+/// range, NaN gives 0). Host memory only. On failure `*out` is untouched.
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_astype(
+    t: *const dlb_tensor,
+    dtype: DLDataType,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let t = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        let converted = crate::copy::astype(&t.tensor, DType::new(dtype)?)?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(converted)) };
+        Ok(())
+    })
+}
