@@ -123,3 +123,11 @@ def test_astype_refuses_what_it_cannot_convert(no_leak):
         t.astype("float128")
     with pytest.raises(TypeError):
         t.astype(3)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32", "float64", "complex128"])
+def test_permuted_3d_copies_cross_block_boundaries(dtype, no_leak):
+    a = (np.arange(3 * 50 * 37) % 251).astype(dtype).reshape(3, 50, 37)
+    for view in (a.transpose(0, 2, 1), a.transpose(2, 0, 1), a[:, ::-1].transpose(1, 2, 0), a.T[::2]):
+        got = dlbridge.asarray(view).copy().numpy()
+        assert got.tobytes() == np.ascontiguousarray(view).tobytes()

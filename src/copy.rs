@@ -8,7 +8,6 @@
 
 use half::{bf16, f16};
 
-use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Result, bail};
 use crate::tensor::{Flags, Tensor};
@@ -65,7 +64,8 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
         );
     }
     let padded = src.flags() & Flags::SUBBYTE_PADDED;
-    let dst = Tensor::zeros_with_flags(Device::CPU, dtype, src.shape(), padded | Flags::IS_COPIED)?;
+    // Every byte of the output is written below.
+    let dst = Tensor::uninit_with_flags(dtype, src.shape(), padded | Flags::IS_COPIED)?;
     if src.numel() == 0 {
         return Ok(dst);
     }
@@ -87,8 +87,8 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
         // extent, and rows first..last map to their own part of `dst`.
         unsafe { walk.run(from.get(), to.get(), out_size, first, last, kernel) }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows);
-    if dst.nbytes() < PARALLEL_BYTES || threads < 2 {
+    let threads = if dst.nbytes() < PARALLEL_BYTES { 1 } else { cores().min(rows) };
+    if threads < 2 {
         run(0, rows);
     } else {
         std::thread::scope(|s| {
@@ -99,6 +99,12 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
         });
     }
     Ok(dst)
+}
+
+/// Cores to use; asked once (the question reads cgroup files: slow).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[derive(Clone, Copy)]
@@ -151,6 +157,76 @@ impl Walk {
         }
     }
 
+    /// Rows lie next to each other in the source while each row is strided:
+    /// a transpose, where row-at-a-time copying thrashes the cache.
+    fn is_transposed(&self) -> bool {
+        self.outer_strides.last() == Some(&(self.itemsize as isize))
+            && self.row_stride.unsigned_abs() > 64
+            && matches!(self.itemsize, 1 | 2 | 4 | 8)
+    }
+
+    /// Copies rows `first..last` in blocks of up to 16 neighbouring rows:
+    /// for each column, the 16 source elements are adjacent, and the 16
+    /// output rows being filled stay in cache.
+    ///
+    /// # Safety
+    /// As for [`Walk::run`]; `index`/`offset` locate row `first`.
+    unsafe fn run_blocked(
+        &self,
+        src: *const u8,
+        dst: *mut u8,
+        first: usize,
+        last: usize,
+        index: Vec<i64>,
+        offset: isize,
+    ) {
+        const BLOCK: usize = 16;
+        let last_dim = self.outer_shape.len() - 1;
+        let mut index = index;
+        let mut offset = offset;
+        let mut row = first;
+        while row < last {
+            // Rows up to the end of the innermost outer dimension are neighbours.
+            let left_in_dim = (self.outer_shape[last_dim] - index[last_dim]) as usize;
+            let block = BLOCK.min(last - row).min(left_in_dim);
+            macro_rules! typed {
+                ($t:ty) => {
+                    for j in 0..self.row_len {
+                        // SAFETY: rows row..row+block of the source start at
+                        // `offset` + k * itemsize; output row r starts at
+                        // r * row_len elements.
+                        unsafe {
+                            let from = src.offset(offset + j as isize * self.row_stride).cast::<$t>();
+                            let to = dst.cast::<$t>().add(row * self.row_len + j);
+                            for k in 0..block {
+                                to.add(k * self.row_len).write_unaligned(from.add(k).read_unaligned());
+                            }
+                        }
+                    }
+                };
+            }
+            match self.itemsize {
+                1 => typed!(u8),
+                2 => typed!(u16),
+                4 => typed!(u32),
+                _ => typed!(u64),
+            }
+            row += block;
+            // Advance the odometer by `block` rows.
+            for _ in 0..block {
+                for d in (0..=last_dim).rev() {
+                    index[d] += 1;
+                    offset += self.outer_strides[d];
+                    if index[d] < self.outer_shape[d] {
+                        break;
+                    }
+                    offset -= self.outer_strides[d] * self.outer_shape[d] as isize;
+                    index[d] = 0;
+                }
+            }
+        }
+    }
+
     fn rows(&self) -> usize {
         self.outer_shape.iter().product::<i64>() as usize
     }
@@ -171,6 +247,12 @@ impl Walk {
             offset += index[d] as isize * self.outer_strides[d];
         }
         let row_bytes = self.row_len * out_size;
+        if let Kernel::Copy = kernel
+            && self.is_transposed()
+        {
+            // SAFETY: forwarded contract.
+            return unsafe { self.run_blocked(src, dst, first, last, index, offset) };
+        }
         for row in first..last {
             // SAFETY: `offset` addresses row `row` of the source (odometer below),
             // and row `row` of the output starts at `row * row_bytes`.
@@ -236,13 +318,34 @@ unsafe fn copy_row(src: *const u8, stride: isize, n: usize, dst: *mut u8, size: 
 /// # Safety
 /// As for [`copy_row`]; `part` divides `size`.
 unsafe fn swap_row(src: *const u8, stride: isize, n: usize, dst: *mut u8, size: usize, part: usize) {
-    for i in 0..n {
-        for p in (0..size).step_by(part) {
-            for b in 0..part {
-                // SAFETY: by contract.
-                unsafe { *dst.add(i * size + p + b) = *src.offset(i as isize * stride + (p + part - 1 - b) as isize) };
+    macro_rules! typed {
+        ($t:ty) => {{
+            let per = size / part;
+            if stride == size as isize {
+                let (src, dst) = (src.cast::<$t>(), dst.cast::<$t>());
+                for i in 0..n * per {
+                    // SAFETY: by contract (contiguous row); unaligned-safe.
+                    unsafe { dst.add(i).write_unaligned(src.add(i).read_unaligned().swap_bytes()) };
+                }
+                return;
             }
-        }
+            for i in 0..n {
+                for p in 0..per {
+                    // SAFETY: by contract; foreign data may be unaligned.
+                    unsafe {
+                        let v = src.offset(i as isize * stride).cast::<$t>().add(p).read_unaligned();
+                        dst.cast::<$t>().add(i * per + p).write_unaligned(v.swap_bytes());
+                    }
+                }
+            }
+        }};
+    }
+    match part {
+        // SAFETY: forwarded contract.
+        1 => unsafe { copy_row(src, stride, n, dst, size) },
+        2 => typed!(u16),
+        4 => typed!(u32),
+        _ => typed!(u64),
     }
 }
 
@@ -545,7 +648,56 @@ macro_rules! half_slice_rows {
     };
 }
 half_slice_rows!(f32_to_f16, f16_to_f32, f16);
-half_slice_rows!(f32_to_bf16, bf16_to_f32, bf16);
+
+/// float32 to bfloat16, round to nearest even, NaN kept quiet: written as
+/// plain integer arithmetic so the compiler vectorises it.
+///
+/// # Safety
+/// As for [`RowFn`].
+unsafe fn f32_to_bf16(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
+    #[inline(always)]
+    fn round(b: u32) -> u16 {
+        let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+        if nan { ((b >> 16) as u16) | 0x40 } else { rounded }
+    }
+    let dst = dst.cast::<u16>();
+    if stride == 4 {
+        let src = src.cast::<u32>();
+        for i in 0..n {
+            // SAFETY: by contract (contiguous row); unaligned-safe.
+            unsafe { dst.add(i).write_unaligned(round(src.add(i).read_unaligned())) };
+        }
+        return;
+    }
+    for i in 0..n {
+        // SAFETY: by contract; unaligned-safe.
+        unsafe { dst.add(i).write_unaligned(round(src.offset(i as isize * stride).cast::<u32>().read_unaligned())) };
+    }
+}
+
+/// bfloat16 to float32: exact, a shift.
+///
+/// # Safety
+/// As for [`RowFn`].
+unsafe fn bf16_to_f32(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
+    let dst = dst.cast::<u32>();
+    if stride == 2 {
+        let src = src.cast::<u16>();
+        for i in 0..n {
+            // SAFETY: by contract (contiguous row); unaligned-safe.
+            unsafe { dst.add(i).write_unaligned(u32::from(src.add(i).read_unaligned()) << 16) };
+        }
+        return;
+    }
+    for i in 0..n {
+        // SAFETY: by contract; unaligned-safe.
+        unsafe {
+            let b = src.offset(i as isize * stride).cast::<u16>().read_unaligned();
+            dst.add(i).write_unaligned(u32::from(b) << 16);
+        }
+    }
+}
 
 /// The row kernel for a conversion.
 fn row_kernel(from: Scalar, to: Scalar) -> RowFn {

@@ -163,6 +163,22 @@ impl Tensor {
 
     /// As [`Tensor::zeros`], with DLPack flags (padding changes the size).
     pub(crate) fn zeros_with_flags(device: Device, dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
+        Tensor::host(device, dtype, shape, flags, HostBuffer::zeroed)
+    }
+
+    /// A new host tensor whose contents are unspecified: only for outputs
+    /// that are written in full before anyone sees them.
+    pub(crate) fn uninit_with_flags(dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
+        Tensor::host(Device::CPU, dtype, shape, flags, HostBuffer::uninit)
+    }
+
+    fn host(
+        device: Device,
+        dtype: DType,
+        shape: &[i64],
+        flags: Flags,
+        alloc: fn(usize) -> Result<HostBuffer>,
+    ) -> Result<Tensor> {
         if device != Device::CPU {
             bail!(UnsupportedDevice, "dlb_tensor_new allocates on the CPU only (asked for {device})");
         }
@@ -172,7 +188,7 @@ impl Tensor {
             None => layout::packed_bytes(numel, dtype.element_bits()).ok(),
         };
         let Some(bytes) = bytes else { bail!(Overflow, "{numel} elements of {dtype} overflow the address space") };
-        let buffer = HostBuffer::zeroed(bytes as usize)?;
+        let buffer = alloc(bytes as usize)?;
         let raw = RawView {
             data: buffer.data().cast(),
             device: device.raw(),
