@@ -115,7 +115,13 @@ static void test_new_bad_arguments(void) {
                DLB_ERR_UNSUPPORTED_DTYPE, "bits=6");
   CHECK_STATUS(dlb_tensor_new(bogus, F32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE,
                "unknown device type 42");
-  CHECK_STATUS(dlb_tensor_new(cuda, F32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, "CPU only");
+  {
+    DLDevice opencl = {kDLOpenCL, 0};
+    int32_t n = 0;
+    CHECK_STATUS(dlb_tensor_new(opencl, F32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, "cannot allocate on opencl");
+    if (dlb_cuda_device_count(&n) != DLB_OK) /* no driver here: an error, never a crash */
+      CHECK_STATUS(dlb_tensor_new(cuda, F32, 2, shape, &out), DLB_ERR_CUDA_UNAVAILABLE, "libcuda");
+  }
   CHECK(out == SENTINEL);
 }
 
@@ -245,6 +251,15 @@ static void test_export_and_inspect_bad_arguments(void) {
   dlb_tensor_free(NULL);
 
   CHECK_STATUS(dlb_cuda_device_count(NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  CHECK_STATUS(dlb_cuda_pointer_device(v, NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
+  {
+    int32_t dev = -9;
+    dlb_status s = dlb_cuda_pointer_device(v, &dev);
+    CHECK(s == DLB_ERR_CUDA_UNAVAILABLE || s == DLB_ERR_INVALID_ARGUMENT); /* a host pointer is not CUDA memory */
+    CHECK(dev == -9);
+    s = dlb_cuda_stream_wait(0, 0, 1);
+    CHECK(s == DLB_ERR_CUDA_UNAVAILABLE || s == DLB_ERR_INVALID_ARGUMENT); /* stream 0 is refused */
+  }
   cuda = dlb_cuda_device_count(&count);
   CHECK(cuda == DLB_OK || cuda == DLB_ERR_CUDA_UNAVAILABLE || cuda == DLB_ERR_CUDA);
   CHECK(cuda == DLB_OK ? count >= 0 : count == -5);
@@ -329,7 +344,15 @@ static void test_copies_bad_arguments(void) {
   CHECK(dlb_tensor_wrap(buf, cpu(), F32, 1, shape, NULL, 0, 0, NULL, NULL, &t) == DLB_OK);
   CHECK_STATUS(dlb_tensor_copy(NULL, cpu(), &out), DLB_ERR_NULL_ARGUMENT, "t is NULL");
   CHECK_STATUS(dlb_tensor_copy(t, cpu(), NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
-  CHECK_STATUS(dlb_tensor_copy(t, cuda, &out), DLB_ERR_UNSUPPORTED_DEVICE, "cuda:0");
+  {
+    int32_t n = 0;
+    if (dlb_cuda_device_count(&n) != DLB_OK)
+      CHECK_STATUS(dlb_tensor_copy(t, cuda, &out), DLB_ERR_CUDA_UNAVAILABLE, "libcuda");
+  }
+  {
+    DLDevice vulkan = {kDLVulkan, 0};
+    CHECK_STATUS(dlb_tensor_copy(t, vulkan, &out), DLB_ERR_UNSUPPORTED_DEVICE, "vulkan");
+  }
   CHECK_STATUS(dlb_tensor_copy(t, bogus, &out), DLB_ERR_UNSUPPORTED_DEVICE, "unknown device type 99");
   CHECK_STATUS(dlb_tensor_astype(NULL, F32, &out), DLB_ERR_NULL_ARGUMENT, "t is NULL");
   CHECK_STATUS(dlb_tensor_astype(t, F32, NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");

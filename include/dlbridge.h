@@ -320,6 +320,31 @@ enum dlb_status dlb_tensor_from_array_interface(const struct dlb_array_interface
 // whose memory is readable during the call; `out` NULL or writable.
 enum dlb_status dlb_tensor_copy_from_array_interface(const struct dlb_array_interface *ai, struct dlb_tensor **out);
 
+// Writes the number of CUDA devices to `*out`. Without a CUDA driver
+// this returns DLB_ERR_CUDA_UNAVAILABLE (never crashes), and `*out` is
+// left untouched.
+//
+// # Safety
+// `out` must be NULL or point to writable memory for one int32_t.
+enum dlb_status dlb_cuda_device_count(int32_t *out);
+
+// Makes work later queued on stream `waiter` wait for the work already
+// queued on stream `signaller`, on CUDA device `device` (an event recorded
+// on one, waited on by the other; returns at once). Stream values as in the
+// DLPack spec: 1 = legacy default, 2 = per-thread default, other values a
+// `cudaStream_t`; 0 is refused (DLB_ERR_INVALID_ARGUMENT). dlbridge's own
+// CUDA work is ordered on the legacy default stream, so a producer hands a
+// tensor to a consumer's stream S with `dlb_cuda_stream_wait(dev, S, 1)`.
+enum dlb_status dlb_cuda_stream_wait(int32_t device, uint64_t waiter, uint64_t signaller);
+
+// Writes the CUDA device that owns the device pointer `ptr` to `*out`
+// (for `__cuda_array_interface__`, which does not say). Not CUDA memory:
+// DLB_ERR_INVALID_ARGUMENT; no driver: DLB_ERR_CUDA_UNAVAILABLE.
+//
+// # Safety
+// `out` must be NULL or writable.
+enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
+
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:
 // never free it.
@@ -340,14 +365,6 @@ size_t dlb_live_tensor_count(void);
 // DLBRIDGE_VERSION to detect a header/library mismatch).
 const char *dlb_version(void);
 
-// Writes the number of CUDA devices to `*out`. Without a CUDA driver
-// this returns DLB_ERR_CUDA_UNAVAILABLE (never crashes), and `*out` is
-// left untouched.
-//
-// # Safety
-// `out` must be NULL or point to writable memory for one int32_t.
-enum dlb_status dlb_cuda_device_count(int32_t *out);
-
 // Writes the DLPack type named `name` to `*out`: "float32", "int8",
 // "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
 // (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give
@@ -359,7 +376,9 @@ enum dlb_status dlb_dtype_from_name(const char *name, DLDataType *out);
 
 // Allocates a new zero-filled, 256-byte aligned, row-major tensor.
 //
-// `device` must be CPU for now. `shape` holds `ndim` dimensions (may be
+// `device` is kDLCPU, kDLCUDA (device memory, freed on its device) or
+// kDLCUDAHost (pinned host memory); CUDA needs a driver
+// (DLB_ERR_CUDA_UNAVAILABLE otherwise). `shape` holds `ndim` dimensions (may be
 // NULL when `ndim` is 0). On success `*out` receives a new handle to free
 // with `dlb_tensor_free`; on failure `*out` is untouched.
 //
@@ -478,8 +497,12 @@ struct dlb_tensor *dlb_tensor_retain(const struct dlb_tensor *t);
 void dlb_tensor_free(struct dlb_tensor *t);
 
 // A compact row-major copy of `t` on `device`, in new memory, writable,
-// with DLPACK_FLAG_BITMASK_IS_COPIED set. Host memory to kDLCPU only for
-// now. On failure `*out` is untouched.
+// with DLPACK_FLAG_BITMASK_IS_COPIED set: the explicit transfer between
+// kDLCPU, kDLCUDA (any device id; peer copies between GPUs) and pinned
+// kDLCUDAHost memory, in every direction, strided sources included. CUDA
+// copies are synchronous, on the legacy default stream. Without a CUDA
+// driver, CUDA targets give DLB_ERR_CUDA_UNAVAILABLE. On failure `*out` is
+// untouched.
 //
 // # Safety
 // `t` must be NULL or a live handle; `out` must be NULL or writable.

@@ -6,7 +6,10 @@
 //! dimension after merging dimensions that are contiguous with each other),
 //! and a row kernel, picked once per call, moves one row.
 
+use dlpark::ffi::DLDeviceType;
 use half::{bf16, f16};
+
+use crate::device::Device;
 
 use crate::dtype::DType;
 use crate::error::{Result, bail};
@@ -18,7 +21,95 @@ const PARALLEL_BYTES: u64 = 1 << 21;
 /// A compact row-major copy of a host-accessible tensor, in new CPU memory,
 /// writable, with IS_COPIED set (sub-byte padding is kept).
 pub fn contiguous(src: &Tensor) -> Result<Tensor> {
-    convert(src, src.dtype(), Kernel::Copy)
+    convert(src, src.dtype(), Kernel::Copy, Device::CPU)
+}
+
+/// A compact row-major copy of `src` on `device` (IS_COPIED set): host
+/// memory (kDLCPU, kDLCUDAHost, kDLCUDAManaged) and CUDA devices, in every
+/// direction. Strided CUDA sources are staged through host memory.
+pub fn to_device(src: &Tensor, device: Device) -> Result<Tensor> {
+    let to_host = matches!(device.kind(), DLDeviceType::CPU | DLDeviceType::CUDAHOST);
+    let from_host = src.device().is_host_accessible();
+    if to_host && from_host {
+        return convert(src, src.dtype(), Kernel::Copy, device);
+    }
+    if device.kind() != DLDeviceType::CUDA && !to_host {
+        bail!(UnsupportedDevice, "copies to {device} are not supported (CPU, CUDA and pinned host memory are)");
+    }
+    if !from_host && src.device().kind() != DLDeviceType::CUDA {
+        bail!(UnsupportedDevice, "copies from {} memory are not supported", src.device());
+    }
+    cuda_transfer(src, device, to_host)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_transfer(_src: &Tensor, _device: Device, _to_host: bool) -> Result<Tensor> {
+    bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_transfer(src: &Tensor, device: Device, to_host: bool) -> Result<Tensor> {
+    use crate::cuda;
+    let padded = src.flags() & Flags::SUBBYTE_PADDED;
+    let flags = padded | Flags::IS_COPIED;
+    let bytes = src.nbytes() as usize;
+    if src.device().is_host_accessible() {
+        // Host -> CUDA: make the source compact on the host, then one copy.
+        let compact = if src.is_contiguous() { src.clone() } else { contiguous(src)? };
+        let dst = Tensor::uninit_with_flags(device, src.dtype(), src.shape(), flags)?;
+        if bytes > 0 {
+            // SAFETY: both hold `bytes` bytes (validated / fresh).
+            unsafe { cuda::copy_htod(device.id(), dst.data(), compact.data(), bytes) }?;
+        }
+        return Ok(dst);
+    }
+    if !src.is_contiguous() {
+        // A strided CUDA source: bring its whole byte extent to the host,
+        // gather there, and send the result on if it is going to a device.
+        let host = gather_on_host(src)?;
+        return if to_host {
+            convert(&host, host.dtype(), Kernel::Copy, device)
+        } else {
+            cuda_transfer(&host, device, false)
+        };
+    }
+    let dst = Tensor::uninit_with_flags(device, src.dtype(), src.shape(), flags)?;
+    if bytes > 0 {
+        // SAFETY: both hold `bytes` bytes (validated / fresh).
+        unsafe {
+            if to_host {
+                cuda::copy_dtoh(src.device().id(), dst.data(), src.data(), bytes)
+            } else {
+                cuda::copy_dtod(device.id(), dst.data(), src.device().id(), src.data(), bytes)
+            }
+        }?;
+    }
+    Ok(dst)
+}
+
+/// A compact host copy of a strided CUDA tensor, via its byte extent.
+#[cfg(feature = "cuda")]
+fn gather_on_host(src: &Tensor) -> Result<Tensor> {
+    let Some(itemsize) = src.itemsize() else { bail!(InvalidStrides, "packed sub-byte data is always contiguous") };
+    let extent = crate::layout::byte_extent(src.shape(), src.strides(), itemsize, src.numel())?;
+    let staging = crate::owner::HostBuffer::uninit(extent.len() as usize)?;
+    // SAFETY: the validated extent of `src` is readable on its device; the
+    // staging buffer holds `extent.len()` bytes.
+    unsafe {
+        let first = src.data().cast::<u8>().offset(extent.lo as isize);
+        crate::cuda::copy_dtoh(src.device().id(), staging.data().cast(), first.cast(), extent.len() as usize)?;
+    }
+    let raw = crate::RawView {
+        data: staging.data().wrapping_offset(-extent.lo as isize).cast(),
+        device: Device::CPU.raw(),
+        dtype: src.dtype().raw(),
+        shape: src.shape(),
+        strides: Some(src.strides()),
+        byte_offset: 0,
+        flags: 0,
+    };
+    let view = Tensor::with_owner(crate::owner::Owner::Host(staging), &raw)?;
+    contiguous(&view)
 }
 
 /// A compact row-major copy converted to `dtype`, as NumPy's `astype`:
@@ -33,7 +124,7 @@ pub fn astype(src: &Tensor, dtype: DType) -> Result<Tensor> {
     let (Some(from), Some(to)) = (Scalar::of(src.dtype()), Scalar::of(dtype)) else {
         bail!(UnsupportedDtype, "astype converts between numeric types only, not {} to {dtype}", src.dtype());
     };
-    convert(src, dtype, Kernel::Cast(row_kernel(from, to)))
+    convert(src, dtype, Kernel::Cast(row_kernel(from, to)), Device::CPU)
 }
 
 /// A copy of `src` whose elements had the other byte order: each scalar
@@ -42,7 +133,7 @@ pub fn byteswapped(src: &Tensor) -> Result<Tensor> {
     let Some(scalar) = Scalar::of(src.dtype()) else {
         bail!(UnsupportedDtype, "byte-swapping {} is not supported", src.dtype());
     };
-    convert(src, src.dtype(), Kernel::Swap(scalar.component_bytes()))
+    convert(src, src.dtype(), Kernel::Swap(scalar.component_bytes()), Device::CPU)
 }
 
 #[derive(Clone, Copy)]
@@ -55,7 +146,9 @@ enum Kernel {
 /// Converts `n` elements, `stride` bytes apart, from `src` to contiguous `dst`.
 type RowFn = unsafe fn(src: *const u8, stride: isize, n: usize, dst: *mut u8);
 
-fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
+/// Copies host memory `src` into a new compact tensor of `dtype` on the
+/// host device `target` (kDLCPU or pinned kDLCUDAHost).
+fn convert(src: &Tensor, dtype: DType, kernel: Kernel, target: Device) -> Result<Tensor> {
     if !src.device().is_host_accessible() {
         bail!(
             UnsupportedDevice,
@@ -65,7 +158,7 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel) -> Result<Tensor> {
     }
     let padded = src.flags() & Flags::SUBBYTE_PADDED;
     // Every byte of the output is written below.
-    let dst = Tensor::uninit_with_flags(dtype, src.shape(), padded | Flags::IS_COPIED)?;
+    let dst = Tensor::uninit_with_flags(target, dtype, src.shape(), padded | Flags::IS_COPIED)?;
     if src.numel() == 0 {
         return Ok(dst);
     }

@@ -26,6 +26,12 @@ pub(crate) enum Owner {
     Versioned(NonNull<DLManagedTensorVersioned>),
     /// A foreign legacy DLPack tensor.
     Legacy(NonNull<DLManagedTensor>),
+    /// CUDA device memory of ours (freed by its Drop, on its device).
+    #[cfg(feature = "cuda")]
+    Device(#[allow(dead_code)] crate::cuda::DeviceBuffer),
+    /// Pinned host memory of ours (freed by its Drop).
+    #[cfg(feature = "cuda")]
+    Pinned(#[allow(dead_code)] crate::cuda::PinnedBuffer),
 }
 
 // SAFETY: the data pointers are never dereferenced through `Owner`; it only
@@ -39,6 +45,8 @@ impl Drop for Owner {
     fn drop(&mut self) {
         match self {
             Owner::Host(_) => {}
+            #[cfg(feature = "cuda")]
+            Owner::Device(_) | Owner::Pinned(_) => {}
             Owner::Borrowed { release, ctx } => {
                 if let Some(release) = release {
                     // SAFETY: the caller of `wrap` handed us this pair to call once;

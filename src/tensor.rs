@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dlpark::ffi::{self, DLDataType, DLDevice, DLTensor};
+use dlpark::ffi::{self, DLDataType, DLDevice, DLDeviceType, DLTensor};
 
 use crate::device::Device;
 use crate::dtype::DType;
@@ -156,41 +156,57 @@ impl Tensor {
         Tensor { owner, view }
     }
 
-    /// A new zero-filled, 256-byte aligned, row-major host tensor.
+    /// A new zero-filled, 256-byte aligned, row-major tensor on the CPU, a
+    /// CUDA device, or in pinned host memory (kDLCUDAHost).
     pub fn zeros(device: Device, dtype: DType, shape: &[i64]) -> Result<Tensor> {
         Tensor::zeros_with_flags(device, dtype, shape, Flags::default())
     }
 
     /// As [`Tensor::zeros`], with DLPack flags (padding changes the size).
     pub(crate) fn zeros_with_flags(device: Device, dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
-        Tensor::host(device, dtype, shape, flags, HostBuffer::zeroed)
+        Tensor::allocate(device, dtype, shape, flags, true)
     }
 
-    /// A new host tensor whose contents are unspecified: only for outputs
-    /// that are written in full before anyone sees them.
-    pub(crate) fn uninit_with_flags(dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
-        Tensor::host(Device::CPU, dtype, shape, flags, HostBuffer::uninit)
+    /// A new tensor whose contents are unspecified: only for outputs that
+    /// are written in full before anyone sees them.
+    pub(crate) fn uninit_with_flags(device: Device, dtype: DType, shape: &[i64], flags: Flags) -> Result<Tensor> {
+        Tensor::allocate(device, dtype, shape, flags, false)
     }
 
-    fn host(
-        device: Device,
-        dtype: DType,
-        shape: &[i64],
-        flags: Flags,
-        alloc: fn(usize) -> Result<HostBuffer>,
-    ) -> Result<Tensor> {
-        if device != Device::CPU {
-            bail!(UnsupportedDevice, "dlb_tensor_new allocates on the CPU only (asked for {device})");
-        }
+    fn allocate(device: Device, dtype: DType, shape: &[i64], flags: Flags, zero: bool) -> Result<Tensor> {
         let numel = layout::numel(shape)?;
         let bytes = match dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED)) {
             Some(size) => numel.checked_mul(size as u64).filter(|b| *b <= isize::MAX as u64),
             None => layout::packed_bytes(numel, dtype.element_bits()).ok(),
         };
         let Some(bytes) = bytes else { bail!(Overflow, "{numel} elements of {dtype} overflow the address space") };
-        let buffer = alloc(bytes as usize)?;
+        let bytes = bytes as usize;
+        let (owner, data): (Owner, *mut c_void) = match device.kind() {
+            DLDeviceType::CPU => {
+                let buffer = if zero { HostBuffer::zeroed(bytes) } else { HostBuffer::uninit(bytes) }?;
+                let data = buffer.data().cast();
+                (Owner::Host(buffer), data)
+            }
+            #[cfg(feature = "cuda")]
+            DLDeviceType::CUDA => {
+                let buffer = crate::cuda::DeviceBuffer::new(device.id(), bytes, zero)?;
+                let data = buffer.ptr();
+                (Owner::Device(buffer), data)
+            }
+            #[cfg(feature = "cuda")]
+            DLDeviceType::CUDAHOST => {
+                let buffer = crate::cuda::PinnedBuffer::new(bytes)?;
+                if zero {
+                    // SAFETY: the fresh pinned buffer holds `bytes` bytes.
+                    unsafe { std::ptr::write_bytes(buffer.ptr().cast::<u8>(), 0, bytes) };
+                }
+                let data = buffer.ptr();
+                (Owner::Pinned(buffer), data)
+            }
+            _ => bail!(UnsupportedDevice, "cannot allocate on {device} (CPU, CUDA and pinned CUDA host memory can be)"),
+        };
         let raw = RawView {
-            data: buffer.data().cast(),
+            data,
             device: device.raw(),
             dtype: dtype.raw(),
             shape,
@@ -199,7 +215,14 @@ impl Tensor {
             flags: flags.0,
         };
         let view = raw.validate()?;
-        Ok(Tensor::assemble(Arc::new(Owner::Host(buffer)), view))
+        Ok(Tensor::assemble(Arc::new(owner), view))
+    }
+
+    /// A tensor over `view`'s layout on memory kept alive by `owner`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn with_owner(owner: Owner, raw: &RawView<'_>) -> Result<Tensor> {
+        let view = raw.validate()?;
+        Ok(Tensor::assemble(Arc::new(owner), view))
     }
 
     /// Wraps memory the caller lends. On success `release(ctx)` runs once,

@@ -6,6 +6,7 @@
 //! everything else succeeded.
 
 pub mod array_interface;
+pub mod cuda;
 pub mod guard;
 pub mod python;
 pub mod status;

@@ -152,23 +152,6 @@ pub extern "C" fn dlb_version() -> *const c_char {
     VERSION.as_ptr()
 }
 
-/// Writes the number of CUDA devices to `*out`. Without a CUDA driver
-/// this returns DLB_ERR_CUDA_UNAVAILABLE (never crashes), and `*out` is
-/// left untouched.
-///
-/// # Safety
-/// `out` must be NULL or point to writable memory for one int32_t.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_cuda_device_count(out: *mut i32) -> dlb_status {
-    guard::status(|| {
-        let out = guard::non_null(out, "out")?;
-        let n = crate::cuda::device_count()?;
-        // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(i32::try_from(n).unwrap_or(i32::MAX)) };
-        Ok(())
-    })
-}
-
 /// Writes the DLPack type named `name` to `*out`: "float32", "int8",
 /// "bool", "bfloat16", "complex64", "float8_e4m3fn", "float4_e2m1fn", ...
 /// (NumPy / ml_dtypes spelling; "x4" suffix for 4 lanes). Unknown names give

@@ -72,7 +72,9 @@ pub(crate) fn missing_shape(ndim: i32) -> Error {
 
 /// Allocates a new zero-filled, 256-byte aligned, row-major tensor.
 ///
-/// `device` must be CPU for now. `shape` holds `ndim` dimensions (may be
+/// `device` is kDLCPU, kDLCUDA (device memory, freed on its device) or
+/// kDLCUDAHost (pinned host memory); CUDA needs a driver
+/// (DLB_ERR_CUDA_UNAVAILABLE otherwise). `shape` holds `ndim` dimensions (may be
 /// NULL when `ndim` is 0). On success `*out` receives a new handle to free
 /// with `dlb_tensor_free`; on failure `*out` is untouched.
 ///
@@ -317,8 +319,12 @@ pub unsafe extern "C" fn dlb_tensor_free(t: *mut dlb_tensor) {
 }
 
 /// A compact row-major copy of `t` on `device`, in new memory, writable,
-/// with DLPACK_FLAG_BITMASK_IS_COPIED set. Host memory to kDLCPU only for
-/// now. On failure `*out` is untouched.
+/// with DLPACK_FLAG_BITMASK_IS_COPIED set: the explicit transfer between
+/// kDLCPU, kDLCUDA (any device id; peer copies between GPUs) and pinned
+/// kDLCUDAHost memory, in every direction, strided sources included. CUDA
+/// copies are synchronous, on the legacy default stream. Without a CUDA
+/// driver, CUDA targets give DLB_ERR_CUDA_UNAVAILABLE. On failure `*out` is
+/// untouched.
 ///
 /// # Safety
 /// `t` must be NULL or a live handle; `out` must be NULL or writable.
@@ -332,14 +338,7 @@ pub unsafe extern "C" fn dlb_tensor_copy(
         // SAFETY: `t` is a live handle by contract.
         let t = unsafe { arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        let device = Device::new(device)?;
-        if device != Device::CPU {
-            return Err(Error::new(
-                ErrorKind::UnsupportedDevice,
-                format!("copies to {device} are not supported yet (CPU only)"),
-            ));
-        }
-        let copy = crate::copy::contiguous(&t.tensor)?;
+        let copy = crate::copy::to_device(&t.tensor, Device::new(device)?)?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(into_handle(copy)) };
         Ok(())

@@ -178,11 +178,6 @@ impl Builder<'_> {
         unsafe { (self.api.incref)(o) };
         o
     }
-    fn none(&self) -> Obj {
-        // SAFETY: as above.
-        unsafe { (self.api.incref)(self.api.none) };
-        self.api.none
-    }
     /// A tuple of the given new references (stolen, also on failure).
     fn tuple(&self, items: impl ExactSizeIterator<Item = Result<Obj>>) -> Result<Obj> {
         // SAFETY: GIL held by the caller.
@@ -244,8 +239,9 @@ pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i
         b.set(dict, c"strides", b.tuple(ints(&b, byte_strides)))?;
         b.set(dict, c"version", b.int(3))?;
         if cuda {
-            // The producer side has no pending work on another stream.
-            b.set(dict, c"stream", Ok(b.none()))?;
+            // dlbridge orders its CUDA work (and asks producers to order
+            // theirs) on the legacy default stream: consumers sync with it.
+            b.set(dict, c"stream", b.int(1))?;
         }
         Ok(())
     })();
