@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: build venv demo test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: build venv demo test-gpu bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
@@ -32,6 +32,16 @@ test-all: lint test-rust check-header test-c test-python test-install
 
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
+
+# On a GPU machine (no cargo there: build here, carry target/release/libdlbridge.so):
+# the CUDA tests and the transfer benchmark, with the machine's own frameworks.
+GPU_PYTHON ?= python3
+test-gpu:
+	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider python_tests/test_cuda.py
+	PYTHONPATH=python $(GPU_PYTHON) benches/gpu_transfers.py
+
+bench-copies: build venv
+	PYTHONPATH=python $(VPY) benches/copies.py
 
 # pip install . into a fresh venv, used from outside the repository.
 test-install: venv

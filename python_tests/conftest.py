@@ -25,7 +25,12 @@ def no_leak():
 
 
 def pytest_report_header(config):
-    import numpy, torch, jax, ml_dtypes
+    import importlib
 
-    return (f"dlbridge {dlbridge.__version__} ({dlbridge._lib.path}); numpy {numpy.__version__}, "
-            f"torch {torch.__version__}, jax {jax.__version__}, ml_dtypes {ml_dtypes.__version__}")
+    versions = []
+    for name in ("numpy", "torch", "jax", "ml_dtypes", "cupy"):
+        try:
+            versions.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            versions.append(f"{name} absent")
+    return f"dlbridge {dlbridge.__version__} ({dlbridge._lib.path}); " + ", ".join(versions)

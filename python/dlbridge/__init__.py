@@ -86,8 +86,10 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
             interface = getattr(x, "__array_interface__", None)
             if interface is None:
                 raise
-    if hasattr(x, "__cuda_array_interface__"):
-        raise BufferError("__cuda_array_interface__ import is not supported yet; use DLPack (__dlpack__)")
+    cuda_interface = getattr(x, "__cuda_array_interface__", None) if interface is None else None
+    if cuda_interface is not None:
+        t = _from_array_interface(x, cuda_interface, None, cuda=True)
+        return t.copy() if copy else t
     if interface is None:
         interface = getattr(x, "__array_interface__", None)
     if interface is not None:
@@ -104,7 +106,7 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     return t.copy() if copy else t
 
 
-def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None) -> Tensor:
+def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cuda: bool = False) -> Tensor:
     if ai.get("mask") is not None:
         raise BufferError("masked array interfaces cannot be exchanged")
     data = ai.get("data")
@@ -130,9 +132,19 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None) -> 
     if name in _ML_DTYPES:
         # ml_dtypes arrays say "<V2", "<V1" or even "<f1": the dtype name says which type.
         _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
+    if cuda:
+        device = ctypes.c_int32(0)
+        if c.data:  # zero-size arrays may say 0: they stay on device 0
+            _lib.check(_lib.cuda_pointer_device(c.data, ctypes.byref(device)))
+        c.device = _lib.DLDevice(2, device.value)
+        stream = ai.get("stream")
+        if stream is not None:
+            # The producer's pending work on `stream` must come before ours,
+            # which runs on the legacy default stream.
+            _lib.check(_lib.cuda_stream_wait(device.value, 1, int(stream)))
     out = ctypes.c_void_p()
     swapped = len(typestr) > 2 and typestr[:1] == (b">" if sys.byteorder == "little" else b"<") and typestr[2:] != b"1"
-    if copy or (swapped and copy is None):
+    if not cuda and (copy or (swapped and copy is None)):
         # A copy is allowed (or asked for): the other byte order is swapped on the way.
         _lib.check(_lib.tensor_copy_from_array_interface(ctypes.byref(c), ctypes.byref(out)))
         return _wrap(out.value)
@@ -144,14 +156,15 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None) -> 
     return _wrap(out.value)
 
 
-def zeros(shape: Sequence[int], dtype: str = "float32") -> Tensor:
-    """A new zero-filled, 256-byte aligned, row-major CPU tensor."""
+def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> Tensor:
+    """A new zero-filled, 256-byte aligned, row-major tensor on ``device``
+    ("cpu", "cuda:0", "cuda_host" for pinned host memory)."""
     shape = tuple(int(d) for d in shape)
     dt = _lib.DLDataType()
     _lib.check(_lib.dtype_from_name(str(dtype).encode(), ctypes.byref(dt)))
     out = ctypes.c_void_p()
     dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
-    _lib.check(_lib.tensor_new(_lib.DLDevice(1, 0), dt, len(shape), dims, ctypes.byref(out)))
+    _lib.check(_lib.tensor_new(_lib.DLDevice(*parse_device(device)), dt, len(shape), dims, ctypes.byref(out)))
     return _wrap(out.value)
 
 

@@ -105,10 +105,15 @@ class Tensor:
         if stream is not None and stream != -1:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
-            if self._m()[3] in _HOST_DEVICES:
+            m = self._m()
+            if m[3] in _HOST_DEVICES:
                 raise ValueError(f"stream={stream} is not allowed for a CPU tensor (only None)")
             if stream == 0:
                 raise ValueError("stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
+            if stream != 1 and m[3] == 2:
+                # Our CUDA work is ordered on the legacy default stream: make the
+                # consumer's stream wait for it (event record + wait).
+                _lib.check(_lib.cuda_stream_wait(m[4], stream, 1))
         versioned = False
         if max_version is not None:
             if type(max_version) is not tuple or len(max_version) != 2:
@@ -118,9 +123,11 @@ class Tensor:
             target = parse_device(dl_device)
             if copy is False:
                 raise BufferError(f"exporting to device {target} needs a copy, and copy=False forbids it")
-            if not (target == (1, 0) and self._m()[3] in _HOST_DEVICES):
-                raise BufferError(f"cannot export a {self.device} tensor to device {target}")
-            copy = True
+            try:
+                moved = self.to_device(target)
+            except (BufferError, RuntimeError) as e:
+                raise BufferError(f"cannot export a {self.device} tensor to device {target}: {e}") from None
+            return _to_capsule(moved._h, versioned, False)
         return _to_capsule(self._h, versioned, copy is True)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
@@ -132,8 +139,27 @@ class Tensor:
         """NumPy's array interface (version 3), zero copy; read-only tensors
         say so in ``data``. CPU-accessible memory only."""
         if self._m()[3] not in _HOST_DEVICES:
-            raise TypeError(f"a {self.device} tensor has no __array_interface__; call .to_device('cpu') first")
+            raise AttributeError(f"a {self.device} tensor has no __array_interface__; call .to_device('cpu') first")
         return _array_interface(self._h)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA array interface (version 3) of a CUDA tensor, zero copy;
+        ``stream`` is 1: consumers order their work after the legacy default
+        stream, where dlbridge's CUDA work runs."""
+        if self._m()[3] != 2:
+            raise AttributeError(f"a {self.device} tensor has no __cuda_array_interface__")
+        return _array_interface(self._h)
+
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None):
+        """NumPy's fallback conversion: a zero-copy view (TypeError for
+        device memory: call .to_device('cpu') first)."""
+        array = self.numpy()
+        if dtype is not None and array.dtype != dtype:
+            if copy is False:
+                raise ValueError("converting the dtype needs a copy, and copy=False forbids it")
+            return array.astype(dtype)
+        return array.copy() if copy else array
 
     # -- metadata ------------------------------------------------------------
 
@@ -206,12 +232,16 @@ class Tensor:
         return _wrap(out.value)
 
     def to_device(self, device: Any) -> "Tensor":
-        """This tensor on ``device``. Already there: the same tensor. Other
-        devices need explicit transfers, which this build cannot do yet."""
+        """This tensor on ``device`` ("cpu", "cuda:1", "cuda_host" for pinned
+        memory, or a (type, id) pair): the same tensor when it is already
+        there, else an explicit, synchronous copy (compact row-major,
+        IS_COPIED), strided sources included."""
         target = parse_device(device)
         if target == self.__dlpack_device__():
             return self
-        raise BufferError(f"transfers from {self.device} to {device!r} are not supported yet")
+        out = ctypes.c_void_p()
+        _lib.check(_lib.tensor_copy(self._h, _lib.DLDevice(*target), ctypes.byref(out)))
+        return _wrap(out.value)
 
     def numpy(self):
         """A zero-copy NumPy view of this (CPU) tensor. bfloat16 and FP8
