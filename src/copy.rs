@@ -16,7 +16,7 @@ use crate::error::{Result, bail};
 use crate::tensor::{Flags, Tensor};
 
 /// Outputs smaller than this are copied on the calling thread.
-const PARALLEL_BYTES: u64 = 1 << 21;
+const PARALLEL_BYTES: u64 = 4 << 20;
 
 /// A compact row-major copy of a host-accessible tensor, in new CPU memory,
 /// writable, with IS_COPIED set (sub-byte padding is kept).
@@ -180,24 +180,32 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel, target: Device) -> Result
         // extent, and rows first..last map to their own part of `dst`.
         unsafe { walk.run(from.get(), to.get(), out_size, first, last, kernel) }
     };
-    let threads = if dst.nbytes() < PARALLEL_BYTES { 1 } else { cores().min(rows) };
-    if threads < 2 {
+    let parts = if dst.nbytes() < PARALLEL_BYTES { 1 } else { rayon::current_num_threads() };
+    if parts < 2 {
         run(0, rows);
-    } else {
-        std::thread::scope(|s| {
-            for t in 1..threads {
-                s.spawn(move || run(rows * t / threads, rows * (t + 1) / threads));
+    } else if rows == 1 {
+        // One long row (a compact source): split it into segments.
+        let n = walk.row_len;
+        use rayon::prelude::*;
+        (0..parts).into_par_iter().for_each(|p| {
+            let (start, end) = (n * p / parts, n * (p + 1) / parts);
+            // SAFETY: elements start..end of the single row, and their own
+            // slice of the output.
+            unsafe {
+                walk.apply(
+                    kernel,
+                    from.get().offset(start as isize * walk.row_stride),
+                    to.get().add(start * out_size),
+                    end - start,
+                )
             }
-            run(0, rows / threads);
         });
+    } else {
+        use rayon::prelude::*;
+        let parts = parts.min(rows);
+        (0..parts).into_par_iter().for_each(|p| run(rows * p / parts, rows * (p + 1) / parts));
     }
     Ok(dst)
-}
-
-/// Cores to use; asked once (the question reads cgroup files: slow).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[derive(Clone, Copy)]
@@ -247,6 +255,24 @@ impl Walk {
             row_len: row_len as usize,
             row_stride: (row_stride * itemsize as i64) as isize,
             itemsize,
+        }
+    }
+
+    /// Moves `n` elements of a row (`row_stride` apart) to compact `to`.
+    ///
+    /// # Safety
+    /// `n` elements readable from `from`; room for them at `to`.
+    unsafe fn apply(&self, kernel: Kernel, from: *const u8, to: *mut u8, n: usize) {
+        // SAFETY: by contract.
+        unsafe {
+            match kernel {
+                Kernel::Copy if self.row_stride == self.itemsize as isize => {
+                    std::ptr::copy_nonoverlapping(from, to, n * self.itemsize)
+                }
+                Kernel::Copy => copy_row(from, self.row_stride, n, to, self.itemsize),
+                Kernel::Swap(part) => swap_row(from, self.row_stride, n, to, self.itemsize, part),
+                Kernel::Cast(f) => f(from, self.row_stride, n, to),
+            }
         }
     }
 
@@ -349,18 +375,7 @@ impl Walk {
         for row in first..last {
             // SAFETY: `offset` addresses row `row` of the source (odometer below),
             // and row `row` of the output starts at `row * row_bytes`.
-            unsafe {
-                let from = src.offset(offset);
-                let to = dst.add(row * row_bytes);
-                match kernel {
-                    Kernel::Copy if self.row_stride == self.itemsize as isize => {
-                        std::ptr::copy_nonoverlapping(from, to, row_bytes)
-                    }
-                    Kernel::Copy => copy_row(from, self.row_stride, self.row_len, to, self.itemsize),
-                    Kernel::Swap(part) => swap_row(from, self.row_stride, self.row_len, to, self.itemsize, part),
-                    Kernel::Cast(f) => f(from, self.row_stride, self.row_len, to),
-                }
-            }
+            unsafe { self.apply(kernel, src.offset(offset), dst.add(row * row_bytes), self.row_len) };
             for d in (0..ndim).rev() {
                 index[d] += 1;
                 offset += self.outer_strides[d];
