@@ -15,7 +15,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import _lib
-from ._tensor import _ML_DTYPES, Tensor, _wrap, parse_device
+from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, parse_device
 
 __all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count", "__version__"]
 __version__ = _lib.version
@@ -147,13 +147,13 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cud
     if not cuda and (copy or (swapped and copy is None)):
         # A copy is allowed (or asked for): the other byte order is swapped on the way.
         _lib.check(_lib.tensor_copy_from_array_interface(ctypes.byref(c), ctypes.byref(out)))
-        return _wrap(out.value)
+        return _adopt(out.value)
     _lib.incref(owner)
     status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(owner), ctypes.byref(out))
     if status:
         _lib.decref(owner)
         _lib.check(status)
-    return _wrap(out.value)
+    return _adopt(out.value)
 
 
 def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> Tensor:
@@ -165,7 +165,7 @@ def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> 
     out = ctypes.c_void_p()
     dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
     _lib.check(_lib.tensor_new(_lib.DLDevice(*parse_device(device)), dt, len(shape), dims, ctypes.byref(out)))
-    return _wrap(out.value)
+    return _adopt(out.value)
 
 
 def live_tensor_count() -> int:

@@ -88,11 +88,15 @@ cuda_pointer_device = _fn("dlb_cuda_pointer_device", c_int, c_void_p, POINTER(c_
 version = _fn("dlb_version", c_char_p)().decode()
 
 # Python entry points: NULL results come with a Python exception set.
-from_capsule = _fn("dlb_py_from_capsule", c_void_p, py_object)
-from_buffer = _fn("dlb_py_from_buffer", c_void_p, py_object)
-to_capsule = _fn("dlb_py_to_capsule", py_object, c_void_p, c_bool, c_bool)
-array_interface = _fn("dlb_py_array_interface", py_object, c_void_p)
-info = _fn("dlb_py_info", py_object, c_void_p)
+# A Tensor's handle lives in a "handle capsule" whose C destructor frees it.
+from_capsule = _fn("dlb_py_from_capsule", py_object, py_object)
+from_buffer = _fn("dlb_py_from_buffer", py_object, py_object)
+own = _fn("dlb_py_own", py_object, c_void_p)
+handle = _fn("dlb_py_handle", c_void_p, py_object)
+to_capsule = _fn("dlb_py_to_capsule", py_object, py_object, c_bool, c_bool)
+array_interface = _fn("dlb_py_array_interface", py_object, py_object)
+array_struct = _fn("dlb_py_array_struct", py_object, py_object)
+info = _fn("dlb_py_info", py_object, py_object)
 raise_last = _fn("dlb_py_raise_last", py_object)
 decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
 

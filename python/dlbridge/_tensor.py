@@ -11,6 +11,7 @@ _new_object = object.__new__
 _info = _lib.info
 _to_capsule = _lib.to_capsule
 _array_interface = _lib.array_interface
+_array_struct = _lib.array_struct
 
 READ_ONLY = 1
 IS_COPIED = 2
@@ -29,13 +30,18 @@ _ML_DTYPES = frozenset((
 ))
 
 
-def _wrap(handle: Optional[int]) -> "Tensor":
+def _wrap(capsule: Any) -> "Tensor":
+    """A Tensor around a handle capsule (its destructor frees the handle)."""
+    t = _new_object(Tensor)
+    t._c = capsule
+    return t
+
+
+def _adopt(handle: Optional[int]) -> "Tensor":
+    """A Tensor owning a handle just returned by the C API."""
     if not handle:
         _lib.raise_last()
-    t = _new_object(Tensor)
-    t._h = handle
-    t._meta = None
-    return t
+    return _wrap(_lib.own(handle))
 
 
 def dtype_of(dtype: Any) -> "_lib.DLDataType":
@@ -74,22 +80,22 @@ class Tensor:
     keeps that memory alive and exchanges it with zero copy through DLPack
     (``__dlpack__``) and NumPy's ``__array_interface__``."""
 
-    __slots__ = ("_h", "_meta", "__weakref__")
+    # _c: the handle capsule; _meta: metadata, fetched on first use.
+    __slots__ = ("_c", "_meta", "__weakref__")
 
     def __init__(self) -> None:
         raise TypeError("create tensors with dlbridge.from_dlpack, dlbridge.asarray or dlbridge.zeros")
 
-    def __del__(self, _free=_lib.tensor_free) -> None:
-        h = getattr(self, "_h", 0)
-        if h:
-            self._h = 0
-            _free(h)
-
     def _m(self):
-        m = self._meta
-        if m is None:
-            m = self._meta = _info(self._h)
-        return m
+        try:
+            return self._meta
+        except AttributeError:
+            m = self._meta = _info(self._c)
+            return m
+
+    def _handle(self) -> int:
+        """The C handle (borrowed, valid while this tensor lives)."""
+        return _lib.handle(self._c)
 
     # -- the exchange protocols -------------------------------------------
 
@@ -102,6 +108,8 @@ class Tensor:
         legacy (BufferError). ``copy=True`` exports a copy (IS_COPIED set),
         ``copy=False`` refuses anything that would need one.
         """
+        if stream is None and dl_device is None and copy is None and type(max_version) is tuple:
+            return _to_capsule(self._c, max_version[0] >= 1, False)  # the common call, checked in full below
         if stream is not None and stream != -1:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
@@ -127,8 +135,8 @@ class Tensor:
                 moved = self.to_device(target)
             except (BufferError, RuntimeError) as e:
                 raise BufferError(f"cannot export a {self.device} tensor to device {target}: {e}") from None
-            return _to_capsule(moved._h, versioned, False)
-        return _to_capsule(self._h, versioned, copy is True)
+            return _to_capsule(moved._c, versioned, False)
+        return _to_capsule(self._c, versioned, copy is True)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
         m = self._m()
@@ -140,7 +148,15 @@ class Tensor:
         say so in ``data``. CPU-accessible memory only."""
         if self._m()[3] not in _HOST_DEVICES:
             raise AttributeError(f"a {self.device} tensor has no __array_interface__; call .to_device('cpu') first")
-        return _array_interface(self._h)
+        return _array_interface(self._c)
+
+    @property
+    def __array_struct__(self) -> Any:
+        """NumPy's C-level array interface (a capsule): what np.asarray reads
+        first, and fastest. CPU-accessible memory only."""
+        if self._m()[3] not in _HOST_DEVICES:
+            raise AttributeError(f"a {self.device} tensor has no __array_struct__; call .to_device('cpu') first")
+        return _array_struct(self._c)
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -149,7 +165,7 @@ class Tensor:
         stream, where dlbridge's CUDA work runs."""
         if self._m()[3] != 2:
             raise AttributeError(f"a {self.device} tensor has no __cuda_array_interface__")
-        return _array_interface(self._h)
+        return _array_interface(self._c)
 
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None):
         """NumPy's fallback conversion: a zero-copy view (TypeError for
@@ -220,16 +236,16 @@ class Tensor:
     def copy(self) -> "Tensor":
         """A compact row-major copy in new CPU memory (writable, IS_COPIED)."""
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_copy(self._h, _lib.DLDevice(1, 0), ctypes.byref(out)))
-        return _wrap(out.value)
+        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(1, 0), ctypes.byref(out)))
+        return _adopt(out.value)
 
     def astype(self, dtype: Any) -> "Tensor":
         """A compact row-major copy converted to ``dtype`` (a name such as
         "float16" or "bfloat16", or a NumPy dtype), converted as NumPy's
         ``astype`` does; float16/bfloat16 round to nearest even."""
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_astype(self._h, dtype_of(dtype), ctypes.byref(out)))
-        return _wrap(out.value)
+        _lib.check(_lib.tensor_astype(self._handle(), dtype_of(dtype), ctypes.byref(out)))
+        return _adopt(out.value)
 
     def to_device(self, device: Any) -> "Tensor":
         """This tensor on ``device`` ("cpu", "cuda:1", "cuda_host" for pinned
@@ -240,8 +256,8 @@ class Tensor:
         if target == self.__dlpack_device__():
             return self
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_copy(self._h, _lib.DLDevice(*target), ctypes.byref(out)))
-        return _wrap(out.value)
+        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(*target), ctypes.byref(out)))
+        return _adopt(out.value)
 
     def numpy(self):
         """A zero-copy NumPy view of this (CPU) tensor. bfloat16 and FP8

@@ -29,16 +29,47 @@ fn py_guard<T>(null: T, body: impl FnOnce(&'static Api) -> Result<T, Raised>) ->
     }
 }
 
-/// The handle behind `t`; NULL raises ValueError.
+/// Name of the capsules that own a `dlb_tensor` handle for a Python
+/// `Tensor`: freeing the capsule frees the handle (a C destructor, so the
+/// Python class needs no `__del__`).
+const HANDLE: &std::ffi::CStr = c"dlbridge.tensor";
+
+/// The handle inside a handle capsule; anything else raises ValueError.
 ///
 /// # Safety
-/// GIL held; `t` is NULL or a live handle.
-unsafe fn handle<'a>(api: &Api, t: *const dlb_tensor) -> Result<&'a dlb_tensor, Raised> {
-    // SAFETY: NULL or live, by contract.
-    match unsafe { t.as_ref() } {
-        Some(h) => Ok(h),
+/// GIL held; `capsule` is a live object.
+unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<&'a dlb_tensor, Raised> {
+    // SAFETY: GIL held; IsValid sets no error.
+    if unsafe { (api.capsule_is_valid)(capsule.cast(), HANDLE.as_ptr()) } != 1 {
         // SAFETY: GIL held by contract.
-        None => Err(unsafe { Raised::with(api, Exc::Value, "tensor handle is NULL") }),
+        return Err(unsafe { Raised::with(api, Exc::Value, "not a dlbridge tensor handle") });
+    }
+    // SAFETY: valid under HANDLE, so it holds a live handle from `into_handle`.
+    Ok(unsafe { &*(api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()).cast::<dlb_tensor>() })
+}
+
+/// Puts a new handle in a handle capsule (frees it if that fails).
+///
+/// # Safety
+/// GIL held; `h` is a live handle whose ownership passes to the capsule.
+unsafe fn own(api: &Api, h: *mut dlb_tensor) -> Result<*mut c_void, Raised> {
+    // SAFETY: GIL held; the name is static.
+    let capsule = unsafe { (api.capsule_new)(h.cast(), HANDLE.as_ptr(), Some(free_handle)) };
+    if capsule.is_null() {
+        // SAFETY: nobody else has `h`; Python has set MemoryError.
+        unsafe { super::tensor::dlb_tensor_free(h) };
+        return Err(Raised(()));
+    }
+    Ok(capsule.cast())
+}
+
+/// The destructor of handle capsules.
+unsafe extern "C" fn free_handle(capsule: Obj) {
+    let Some(api) = api::try_get() else { return };
+    // SAFETY: Python calls this with the GIL on a live capsule made by `own`.
+    unsafe {
+        let h = (api.capsule_get_pointer)(capsule, HANDLE.as_ptr());
+        super::tensor::dlb_tensor_free(h.cast());
     }
 }
 
@@ -73,35 +104,72 @@ pub unsafe extern "C" fn dlb_py_init(
     })
 }
 
-/// Consumes a DLPack capsule into a new handle (NULL + exception on error).
+/// Consumes a DLPack capsule into a new handle capsule (NULL + exception).
 ///
 /// # Safety
 /// GIL held; `capsule` is a live object.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_from_capsule(capsule: *mut c_void) -> *mut dlb_tensor {
-    // SAFETY: GIL held and a live object, by contract.
-    py_guard(std::ptr::null_mut(), |api| unsafe { py::from_capsule(api, capsule.cast()) }.map(into_handle))
+pub unsafe extern "C" fn dlb_py_from_capsule(capsule: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held and a live object, by contract.
+        let tensor = unsafe { py::from_capsule(api, capsule.cast()) }?;
+        // SAFETY: GIL held; a fresh handle.
+        unsafe { own(api, into_handle(tensor)) }
+    })
 }
 
-/// A new handle over an object's buffer (NULL + exception on error).
+/// A new handle capsule over an object's buffer (NULL + exception).
 ///
 /// # Safety
 /// GIL held; `obj` is a live object.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_from_buffer(obj: *mut c_void) -> *mut dlb_tensor {
-    // SAFETY: GIL held and a live object, by contract.
-    py_guard(std::ptr::null_mut(), |api| unsafe { py::from_buffer(api, obj.cast()) }.map(into_handle))
+pub unsafe extern "C" fn dlb_py_from_buffer(obj: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held and a live object, by contract.
+        let tensor = unsafe { py::from_buffer(api, obj.cast()) }?;
+        // SAFETY: GIL held; a fresh handle.
+        unsafe { own(api, into_handle(tensor)) }
+    })
 }
 
-/// Exports `t` (or, with `copy`, a contiguous copy of it) in a new DLPack
-/// capsule, versioned or legacy (NULL + exception on error).
+/// Takes ownership of a handle from the C API (`dlb_tensor_copy`, ...) in
+/// a new handle capsule (NULL + exception; the handle is freed then).
 ///
 /// # Safety
-/// GIL held; `t` is a live handle.
+/// GIL held; `t` is a live handle nobody else will free.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_to_capsule(t: *const dlb_tensor, versioned: bool, copy: bool) -> *mut c_void {
+pub unsafe extern "C" fn dlb_py_own(t: *mut dlb_tensor) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, live handle (contract).
+        if t.is_null() {
+            // SAFETY: GIL held by contract.
+            return Err(unsafe { Raised::with(api, Exc::Value, "tensor handle is NULL") });
+        }
+        // SAFETY: GIL held; ownership passes by contract.
+        unsafe { own(api, t) }
+    })
+}
+
+/// The handle inside a handle capsule, for the C API (borrowed: valid while
+/// the capsule lives). NULL + exception for anything else.
+///
+/// # Safety
+/// GIL held; `capsule` is a live object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_handle(capsule: *mut c_void) -> *const dlb_tensor {
+    // SAFETY: GIL held and a live object, by contract.
+    py_guard(std::ptr::null(), |api| unsafe { handle(api, capsule) }.map(|h| h as *const dlb_tensor))
+}
+
+/// Exports the tensor of handle capsule `t` (or, with `copy`, a contiguous
+/// copy of it) in a new DLPack capsule, versioned or legacy (NULL +
+/// exception on error).
+///
+/// # Safety
+/// GIL held; `t` is a live object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy: bool) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held, a live object (contract).
         let tensor = unsafe { handle(api, t) }?.tensor();
         let tensor = if copy { crate::copy::contiguous(tensor) } else { Ok(tensor.clone()) };
         // SAFETY: GIL held by contract.
@@ -113,14 +181,14 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *const dlb_tensor, versioned: bool
     })
 }
 
-/// The `__array_interface__` dict of `t` (NULL + exception on error).
+/// The `__array_interface__` dict of handle capsule `t` (NULL + exception).
 ///
 /// # Safety
-/// GIL held; `t` is a live handle.
+/// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_array_interface(t: *const dlb_tensor) -> *mut c_void {
+pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, live handle (contract).
+        // SAFETY: GIL held, a live object (contract).
         let h = unsafe { handle(api, t) }?;
         // SAFETY: GIL held by contract.
         let dict = h.byte_strides().and_then(|s| unsafe { py::array_interface_dict(api, h.tensor(), s) });
@@ -131,14 +199,32 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *const dlb_tensor) -> *mut c_
     })
 }
 
-/// The metadata tuple the Python `Tensor` caches (NULL + exception on error).
+/// The `__array_struct__` capsule of handle capsule `t` (NULL + exception).
 ///
 /// # Safety
-/// GIL held; `t` is a live handle.
+/// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_info(t: *const dlb_tensor) -> *mut c_void {
+pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, live handle (contract).
+        // SAFETY: GIL held, a live object (contract).
+        let h = unsafe { handle(api, t) }?;
+        // SAFETY: GIL held by contract.
+        let capsule = h.byte_strides().and_then(|s| unsafe { py::array_struct(api, h.tensor(), s) });
+        capsule.map(|c| c.cast()).map_err(|e| {
+            // SAFETY: PyDLL entry points hold the GIL.
+            unsafe { Raised::from(api, &e) }
+        })
+    })
+}
+
+/// The metadata tuple the Python `Tensor` caches (NULL + exception).
+///
+/// # Safety
+/// GIL held; `t` is a live object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_info(t: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held, a live object (contract).
         let h = unsafe { handle(api, t) }?;
         // SAFETY: GIL held by contract.
         unsafe { py::info_tuple(api, h.tensor()) }.map(|o| o.cast()).map_err(|e| {

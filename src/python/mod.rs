@@ -253,6 +253,102 @@ pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i
     Ok(dict)
 }
 
+/// NumPy's `PyArrayInterface` (the `__array_struct__` capsule's content).
+#[repr(C)]
+struct PyArrayInterface {
+    two: i32,
+    nd: i32,
+    typekind: u8,
+    itemsize: i32,
+    flags: i32,
+    shape: *mut isize,
+    strides: *mut isize,
+    data: *mut c_void,
+    descr: Obj,
+}
+
+/// The capsule's block: the struct (first, so the block's address is the
+/// struct's) and the arrays it points into.
+#[repr(C)]
+struct ArrayStruct {
+    inter: PyArrayInterface,
+    dims: Vec<isize>,
+}
+
+const NPY_C_CONTIGUOUS: i32 = 0x1;
+const NPY_ALIGNED: i32 = 0x100;
+const NPY_NOTSWAPPED: i32 = 0x200;
+const NPY_WRITEABLE: i32 = 0x400;
+
+unsafe extern "C" fn free_array_struct(capsule: Obj) {
+    let Some(api) = api::try_get() else { return };
+    // SAFETY: Python calls this with the GIL on a capsule made by
+    // `array_struct`, whose pointer is a leaked `Box<ArrayStruct>`.
+    unsafe {
+        let block = (api.capsule_get_pointer)(capsule, std::ptr::null());
+        if !block.is_null() {
+            drop(Box::from_raw(block.cast::<ArrayStruct>()));
+        }
+    }
+}
+
+/// The `__array_struct__` capsule of a host tensor: what NumPy reads
+/// fastest (no dict). NumPy copies shape and strides and keeps the exporting
+/// object (the Tensor) as the array's base, so the capsule may die first.
+///
+/// # Safety
+/// The GIL must be held.
+pub unsafe fn array_struct(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> Result<Obj> {
+    if !tensor.device().is_host_accessible() {
+        bail!(UnsupportedDevice, "{} memory has no __array_struct__", tensor.device());
+    }
+    let typestr = array_interface::typestr(tensor.dtype(), tensor.flags().contains(Flags::SUBBYTE_PADDED))?;
+    let itemsize = tensor.itemsize().unwrap_or(1);
+    let data = if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() };
+    let aligned = data as usize % itemsize == 0 && byte_strides.iter().all(|s| *s % itemsize as i64 == 0);
+    let mut flags = NPY_NOTSWAPPED;
+    if aligned {
+        flags |= NPY_ALIGNED;
+    }
+    if tensor.is_contiguous() {
+        flags |= NPY_C_CONTIGUOUS;
+    }
+    if !tensor.is_readonly() {
+        flags |= NPY_WRITEABLE;
+    }
+    let ndim = tensor.ndim();
+    let mut dims: Vec<isize> = Vec::with_capacity(2 * ndim);
+    dims.extend(tensor.shape().iter().map(|d| *d as isize));
+    dims.extend(byte_strides.iter().map(|s| *s as isize));
+    let mut block = Box::new(ArrayStruct {
+        inter: PyArrayInterface {
+            two: 2,
+            nd: ndim as i32,
+            typekind: typestr.as_bytes()[1],
+            itemsize: itemsize as i32,
+            flags,
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
+            data,
+            descr: std::ptr::null_mut(),
+        },
+        dims,
+    });
+    let base = block.dims.as_mut_ptr();
+    block.inter.shape = base;
+    // SAFETY: `dims` holds 2 * ndim values; strides are the second half.
+    block.inter.strides = unsafe { base.add(ndim) };
+    let raw = Box::into_raw(block);
+    // SAFETY: GIL held; a capsule without name, as NumPy expects.
+    let capsule = unsafe { (api.capsule_new)(raw.cast(), std::ptr::null(), Some(free_array_struct)) };
+    if capsule.is_null() {
+        // SAFETY: not handed out.
+        drop(unsafe { Box::from_raw(raw) });
+        bail!(OutOfMemory, "could not create the __array_struct__ capsule");
+    }
+    Ok(capsule)
+}
+
 /// `(shape, strides, dtype name, device type, device id, flags, nbytes,
 /// is_contiguous, data address)`: everything the Python `Tensor` shows, in
 /// one call.
