@@ -305,7 +305,7 @@ pub unsafe fn array_struct(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> 
     let typestr = array_interface::typestr(tensor.dtype(), tensor.flags().contains(Flags::SUBBYTE_PADDED))?;
     let itemsize = tensor.itemsize().unwrap_or(1);
     let data = if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() };
-    let aligned = data as usize % itemsize == 0 && byte_strides.iter().all(|s| *s % itemsize as i64 == 0);
+    let aligned = (data as usize).is_multiple_of(itemsize) && byte_strides.iter().all(|s| *s % itemsize as i64 == 0);
     let mut flags = NPY_NOTSWAPPED;
     if aligned {
         flags |= NPY_ALIGNED;
