@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: build venv demo test-gpu bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
@@ -39,6 +39,11 @@ GPU_PYTHON ?= python3
 test-gpu:
 	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider python_tests/test_cuda.py
 	PYTHONPATH=python $(GPU_PYTHON) benches/gpu_transfers.py
+
+# Every benchmark against its peers (tvm-ffi, torch, numpy, jax, ml_dtypes); writes BENCHMARKS.md.
+bench: build venv
+	$(VPY) -m pip install --quiet -r benches/requirements.txt
+	VPY=$(VPY) bash benches/run_all.sh
 
 bench-copies: build venv
 	PYTHONPATH=python $(VPY) benches/copies.py

@@ -97,6 +97,7 @@ to_capsule = _fn("dlb_py_to_capsule", py_object, py_object, c_bool, c_bool)
 array_interface = _fn("dlb_py_array_interface", py_object, py_object)
 array_struct = _fn("dlb_py_array_struct", py_object, py_object)
 info = _fn("dlb_py_info", py_object, py_object)
+device = _fn("dlb_py_device", py_object, py_object)
 raise_last = _fn("dlb_py_raise_last", py_object)
 decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
 

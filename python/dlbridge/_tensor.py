@@ -9,6 +9,7 @@ from . import _lib
 
 _new_object = object.__new__
 _info = _lib.info
+_device = _lib.device
 _to_capsule = _lib.to_capsule
 _array_interface = _lib.array_interface
 _array_struct = _lib.array_struct
@@ -80,8 +81,8 @@ class Tensor:
     keeps that memory alive and exchanges it with zero copy through DLPack
     (``__dlpack__``) and NumPy's ``__array_interface__``."""
 
-    # _c: the handle capsule; _meta: metadata, fetched on first use.
-    __slots__ = ("_c", "_meta", "__weakref__")
+    # _c: the handle capsule; _meta / _dev: metadata / device, fetched on first use.
+    __slots__ = ("_c", "_meta", "_dev", "__weakref__")
 
     def __init__(self) -> None:
         raise TypeError("create tensors with dlbridge.from_dlpack, dlbridge.asarray or dlbridge.zeros")
@@ -139,8 +140,11 @@ class Tensor:
         return _to_capsule(self._c, versioned, copy is True)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
-        m = self._m()
-        return (m[3], m[4])
+        try:
+            return self._dev
+        except AttributeError:
+            d = self._dev = _device(self._c)
+            return d
 
     @property
     def __array_interface__(self) -> dict:

@@ -217,6 +217,23 @@ pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
     })
 }
 
+/// `(device_type, device_id)` of handle capsule `t` (NULL + exception).
+///
+/// # Safety
+/// GIL held; `t` is a live object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held, a live object (contract).
+        let h = unsafe { handle(api, t) }?;
+        // SAFETY: GIL held by contract.
+        unsafe { py::device_tuple(api, h.tensor()) }.map(|o| o.cast()).map_err(|e| {
+            // SAFETY: PyDLL entry points hold the GIL.
+            unsafe { Raised::from(api, &e) }
+        })
+    })
+}
+
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
 ///
 /// # Safety

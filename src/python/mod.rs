@@ -375,6 +375,16 @@ pub unsafe fn info_tuple(api: &Api, tensor: &Tensor) -> Result<Obj> {
     )
 }
 
+/// `(device_type, device_id)`, what `__dlpack_device__` returns.
+///
+/// # Safety
+/// The GIL must be held.
+pub unsafe fn device_tuple(api: &Api, tensor: &Tensor) -> Result<Obj> {
+    let b = Builder { api };
+    let device = tensor.device();
+    b.tuple([b.int(i64::from(device.kind().0)), b.int(i64::from(device.id()))].into_iter())
+}
+
 /// Release callback for memory kept alive by a Python object: drops one
 /// reference, with the GIL, unless the interpreter is finalizing.
 ///
