@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
@@ -28,7 +28,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust check-header test-c test-python test-install
+test-all: lint test-rust check-header test-c test-python catalogue test-install
 
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
@@ -47,6 +47,16 @@ bench: build venv
 
 bench-copies: build venv
 	PYTHONPATH=python $(VPY) benches/copies.py
+
+# The bad-input catalogue (C and Python) must match docs/bad-inputs.md;
+# `make catalogue-update` rewrites it after a deliberate change.
+catalogue: test-c venv
+	PYTHONPATH=python $(VPY) python_tests/bad_inputs.py > build/catalogue_py.md
+	bash .ci/catalogue.sh c_tests/build/catalogue_c.md build/catalogue_py.md > build/bad-inputs.md
+	diff -u docs/bad-inputs.md build/bad-inputs.md && echo "docs/bad-inputs.md matches the catalogue"
+catalogue-update: test-c venv
+	PYTHONPATH=python $(VPY) python_tests/bad_inputs.py > build/catalogue_py.md
+	bash .ci/catalogue.sh c_tests/build/catalogue_c.md build/catalogue_py.md > docs/bad-inputs.md
 
 # pip install . into a fresh venv, used from outside the repository.
 test-install: venv
