@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
@@ -28,7 +28,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust check-header test-c test-python catalogue test-install
+test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install
 
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
@@ -68,6 +68,12 @@ lint:
 
 test-rust:
 	$(CARGO) test
+
+# Rust tests (unit + thread stress) under AddressSanitizer (stable toolchain,
+# -Z flag unlocked with RUSTC_BOOTSTRAP), in their own target directory.
+test-asan:
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" ASAN_OPTIONS=detect_leaks=1 DLB_STRESS_CYCLES=20000 \
+	  $(CARGO) test --quiet --target x86_64-unknown-linux-gnu --target-dir target/asan --lib --tests
 
 # build.rs regenerates include/dlbridge.h; the committed copy must match.
 check-header: build
