@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 build:
 	$(CARGO) build --release
 
@@ -28,7 +28,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install
+test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install fuzz-smoke
 
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
@@ -74,6 +74,19 @@ test-rust:
 test-asan:
 	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" ASAN_OPTIONS=detect_leaks=1 DLB_STRESS_CYCLES=20000 \
 	  $(CARGO) test --quiet --target x86_64-unknown-linux-gnu --target-dir target/asan --lib --tests
+
+# Each fuzz target for FUZZ_SECONDS (libFuzzer + ASan through cargo-fuzz,
+# -Z flags unlocked with RUSTC_BOOTSTRAP), from the small corpora in fuzz/corpus.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := dlpack_import array_interface copy_differential
+fuzz-smoke:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/corpus/$$t && cp corpus/$$t/* build/corpus/$$t/ 2>/dev/null; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t build/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=2048 > build/$$t.log 2>&1 || { tail -40 build/$$t.log; exit 1; }; \
+	  echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs' build/$$t.log | tail -1) in $(FUZZ_SECONDS) s, no crash"; \
+	done
 
 # build.rs regenerates include/dlbridge.h; the committed copy must match.
 check-header: build

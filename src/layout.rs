@@ -55,6 +55,13 @@ pub fn numel(shape: &[i64]) -> Result<u64> {
     Ok(if empty { 0 } else { nonzero as u64 })
 }
 
+/// The product of the dimensions with zeros counted as 1: the element count
+/// a compact layout spans (its strides' scale). Fits in i64 for any shape
+/// that passed [`numel`].
+pub fn dense_span(shape: &[i64]) -> u64 {
+    shape.iter().fold(1u64, |p, d| p.wrapping_mul(d.max(&1).unsigned_abs()))
+}
+
 /// Compact row-major strides, in elements, for a shape that passed [`numel`].
 pub fn row_major(shape: &[i64]) -> Dims {
     let mut strides: Dims = SmallVec::from_elem(0, shape.len());

@@ -100,6 +100,18 @@ impl RawView<'_> {
             Some(s) => Dims::from_slice(s),
             None => layout::row_major(self.shape),
         };
+        // A compact copy must be possible, as NumPy requires of every array:
+        // the elements (strides of 0 can make the view itself tiny) and the
+        // row-major strides (zero dimensions counted as 1) fit in isize bytes.
+        if let Some(itemsize) = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED))
+            && layout::dense_span(self.shape).checked_mul(itemsize as u64).is_none_or(|b| b > isize::MAX as u64)
+        {
+            bail!(
+                Overflow,
+                "shape {:?} of {itemsize}-byte elements overflows the address space once compacted",
+                self.shape
+            );
+        }
         let extent = match dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED)) {
             Some(itemsize) => layout::byte_extent(self.shape, &strides, itemsize, numel)?,
             None => {
@@ -417,6 +429,11 @@ pub(crate) mod tests {
             (raw(p, &[2, -3], None), ErrorKind::InvalidShape),
             (raw(p, &[i64::MAX, 2], None), ErrorKind::Overflow),
             (raw(p, &[2, 2], Some(&[i64::MAX / 2, 1])), ErrorKind::Overflow),
+            // Found by fuzzing: a broadcast (stride 0) view whose elements
+            // would not fit in memory once compacted.
+            (raw(p, &[1 << 31, 1 << 31], Some(&[0, 0])), ErrorKind::Overflow),
+            // Also found by fuzzing: empty, but its compact strides overflow.
+            (raw(std::ptr::null_mut(), &[0, 1 << 62], Some(&[1, 0])), ErrorKind::Overflow),
             (RawView { flags: 1 << 9, ..raw(p, &[2], None) }, ErrorKind::UnsupportedFlags),
             (
                 RawView { dtype: DLDataType { code: DLDataTypeCode(99), bits: 8, lanes: 1 }, ..raw(p, &[2], None) },
