@@ -35,7 +35,8 @@ impl Device {
 
     /// Validates a foreign device.
     pub fn new(d: DLDevice) -> Result<Device> {
-        if !NAMES.iter().any(|(k, _)| *k == d.device_type) {
+        // Known types: 1-4 and 7-18 (5 and 6 were never assigned).
+        if !matches!(d.device_type.0, 1..=4 | 7..=18) {
             bail!(UnsupportedDevice, "unknown device type {} (device id {})", d.device_type.0, d.device_id);
         }
         if d.device_id < 0 {

@@ -41,13 +41,18 @@ pub(crate) unsafe extern "C" fn delete<M: ManagedAbi>(mt: *mut M) {
 
 fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
     let flags = tensor.flags().0;
-    let dl = tensor.dltensor();
-    let mut block = Box::new(Exported { managed: M::new(dl, flags, delete::<M>), tensor });
-    // The tensor moved into the block: point shape/strides at its new home.
-    // The block never moves again (`into_raw` keeps the address).
-    let dl = block.tensor.dltensor();
-    block.managed = M::new(dl, flags, delete::<M>);
-    Box::into_raw(block).cast::<M>()
+    // Built in place: the tensor is moved once, into the heap block, and the
+    // managed struct then points at its shape/strides there (the block never
+    // moves again).
+    let mut block = Box::<Exported<M>>::new_uninit();
+    let raw = block.as_mut_ptr();
+    // SAFETY: both fields are written before the block is assumed initialised.
+    unsafe {
+        (&raw mut (*raw).tensor).write(tensor);
+        let dl = (*raw).tensor.dltensor();
+        (&raw mut (*raw).managed).write(M::new(dl, flags, delete::<M>));
+        Box::into_raw(block.assume_init()).cast::<M>()
+    }
 }
 
 /// Exports as a `DLManagedTensorVersioned`, zero copy: strides always

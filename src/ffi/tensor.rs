@@ -50,10 +50,16 @@ impl dlb_tensor {
 /// Boxes a tensor into a handle. The box never moves, so `view` may point
 /// into it.
 pub(crate) fn into_handle(tensor: Tensor) -> *mut dlb_tensor {
-    let view = tensor.dltensor();
-    let mut handle = Box::new(dlb_tensor { tensor, view, byte_strides: OnceLock::new() });
-    handle.view = handle.tensor.dltensor();
-    Box::into_raw(handle)
+    // Built in place (one move of the tensor); `view` points into the block.
+    let mut handle = Box::<dlb_tensor>::new_uninit();
+    let raw = handle.as_mut_ptr();
+    // SAFETY: every field is written before the block is assumed initialised.
+    unsafe {
+        (&raw mut (*raw).tensor).write(tensor);
+        (&raw mut (*raw).view).write((*raw).tensor.dltensor());
+        (&raw mut (*raw).byte_strides).write(OnceLock::new());
+        Box::into_raw(handle.assume_init())
+    }
 }
 
 /// Checks `ndim`, then reads a C array of `ndim` dimensions.
