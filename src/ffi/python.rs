@@ -48,6 +48,20 @@ unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<&'a dlb_tensor, 
     Ok(unsafe { &*(api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()).cast::<dlb_tensor>() })
 }
 
+/// A new Python object made by `body` from the tensor of handle capsule
+/// `t`; NULL with the matching exception set on any failure.
+///
+/// # Safety
+/// GIL held; `t` is a live object; `body` may call the CPython API.
+unsafe fn object_of(t: *mut c_void, body: impl FnOnce(&Api, &dlb_tensor) -> crate::Result<Obj>) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held, a live object (contract).
+        let h = unsafe { handle(api, t) }?;
+        // SAFETY: PyDLL entry points hold the GIL.
+        body(api, h).map(|o| o.cast()).map_err(|e| unsafe { Raised::from(api, &e) })
+    })
+}
+
 /// Puts a new handle in a handle capsule (frees it if that fails).
 ///
 /// # Safety
@@ -168,17 +182,13 @@ pub unsafe extern "C" fn dlb_py_handle(capsule: *mut c_void) -> *const dlb_tenso
 /// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy: bool) -> *mut c_void {
-    py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, a live object (contract).
-        let tensor = unsafe { handle(api, t) }?.tensor();
-        let tensor = if copy { crate::copy::contiguous(tensor) } else { Ok(tensor.clone()) };
-        // SAFETY: GIL held by contract.
-        let capsule = tensor.and_then(|t| unsafe { py::to_capsule(api, t, versioned) });
-        capsule.map(|c| c.cast()).map_err(|e| {
-            // SAFETY: PyDLL entry points hold the GIL.
-            unsafe { Raised::from(api, &e) }
+    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
+    unsafe {
+        object_of(t, |api, h| {
+            let tensor = if copy { crate::copy::contiguous(h.tensor())? } else { h.tensor().clone() };
+            py::to_capsule(api, tensor, versioned)
         })
-    })
+    }
 }
 
 /// The `__array_interface__` dict of handle capsule `t` (NULL + exception).
@@ -187,16 +197,8 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
 /// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
-    py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, a live object (contract).
-        let h = unsafe { handle(api, t) }?;
-        // SAFETY: GIL held by contract.
-        let dict = h.byte_strides().and_then(|s| unsafe { py::array_interface_dict(api, h.tensor(), s) });
-        dict.map(|d| d.cast()).map_err(|e| {
-            // SAFETY: PyDLL entry points hold the GIL.
-            unsafe { Raised::from(api, &e) }
-        })
-    })
+    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
+    unsafe { object_of(t, |api, h| py::array_interface_dict(api, h.tensor(), h.byte_strides()?)) }
 }
 
 /// The `__array_struct__` capsule of handle capsule `t` (NULL + exception).
@@ -205,16 +207,8 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
 /// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
-    py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, a live object (contract).
-        let h = unsafe { handle(api, t) }?;
-        // SAFETY: GIL held by contract.
-        let capsule = h.byte_strides().and_then(|s| unsafe { py::array_struct(api, h.tensor(), s) });
-        capsule.map(|c| c.cast()).map_err(|e| {
-            // SAFETY: PyDLL entry points hold the GIL.
-            unsafe { Raised::from(api, &e) }
-        })
-    })
+    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
+    unsafe { object_of(t, |api, h| py::array_struct(api, h.tensor(), h.byte_strides()?)) }
 }
 
 /// `(device_type, device_id)` of handle capsule `t` (NULL + exception).
@@ -223,15 +217,8 @@ pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
 /// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
-    py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, a live object (contract).
-        let h = unsafe { handle(api, t) }?;
-        // SAFETY: GIL held by contract.
-        unsafe { py::device_tuple(api, h.tensor()) }.map(|o| o.cast()).map_err(|e| {
-            // SAFETY: PyDLL entry points hold the GIL.
-            unsafe { Raised::from(api, &e) }
-        })
-    })
+    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
+    unsafe { object_of(t, |api, h| py::device_tuple(api, h.tensor())) }
 }
 
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
@@ -240,15 +227,8 @@ pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
 /// GIL held; `t` is a live object.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_info(t: *mut c_void) -> *mut c_void {
-    py_guard(std::ptr::null_mut(), |api| {
-        // SAFETY: GIL held, a live object (contract).
-        let h = unsafe { handle(api, t) }?;
-        // SAFETY: GIL held by contract.
-        unsafe { py::info_tuple(api, h.tensor()) }.map(|o| o.cast()).map_err(|e| {
-            // SAFETY: PyDLL entry points hold the GIL.
-            unsafe { Raised::from(api, &e) }
-        })
-    })
+    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
+    unsafe { object_of(t, |api, h| py::info_tuple(api, h.tensor())) }
 }
 
 /// A release callback (for `dlb_tensor_wrap` and friends) that drops one

@@ -62,6 +62,27 @@ pub(crate) fn into_handle(tensor: Tensor) -> *mut dlb_tensor {
     }
 }
 
+/// Makes a tensor from `t`'s and hands it out as a new handle in `*out`
+/// (written only on success).
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+unsafe fn derive(
+    t: *const dlb_tensor,
+    out: *mut *mut dlb_tensor,
+    make: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> dlb_status {
+    guard::status(|| {
+        // SAFETY: `t` is a live handle by contract.
+        let t = unsafe { arg(t, "t") }?;
+        let out = non_null(out, "out")?;
+        let made = make(&t.tensor)?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(into_handle(made)) };
+        Ok(())
+    })
+}
+
 /// Checks `ndim`, then reads a C array of `ndim` dimensions.
 ///
 /// # Safety
@@ -340,15 +361,8 @@ pub unsafe extern "C" fn dlb_tensor_copy(
     device: DLDevice,
     out: *mut *mut dlb_tensor,
 ) -> dlb_status {
-    guard::status(|| {
-        // SAFETY: `t` is a live handle by contract.
-        let t = unsafe { arg(t, "t") }?;
-        let out = non_null(out, "out")?;
-        let copy = crate::copy::to_device(&t.tensor, Device::new(device)?)?;
-        // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(into_handle(copy)) };
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { derive(t, out, |src| crate::copy::to_device(src, Device::new(device)?)) }
 }
 
 /// A compact row-major copy of `t` converted to `dtype`, in new CPU memory,
@@ -367,13 +381,6 @@ pub unsafe extern "C" fn dlb_tensor_astype(
     dtype: DLDataType,
     out: *mut *mut dlb_tensor,
 ) -> dlb_status {
-    guard::status(|| {
-        // SAFETY: `t` is a live handle by contract.
-        let t = unsafe { arg(t, "t") }?;
-        let out = non_null(out, "out")?;
-        let converted = crate::copy::astype(&t.tensor, DType::new(dtype)?)?;
-        // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(into_handle(converted)) };
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { derive(t, out, |src| crate::copy::astype(src, DType::new(dtype)?)) }
 }
