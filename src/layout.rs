@@ -40,6 +40,13 @@ pub unsafe fn dims_from_raw<'a>(ptr: *const i64, ndim: usize) -> Option<&'a [i64
 /// non-zero dimensions multiply past `i64::MAX` (their row-major strides
 /// could not be written down).
 pub fn numel(shape: &[i64]) -> Result<u64> {
+    sizes(shape).map(|(numel, _)| numel)
+}
+
+/// As [`numel`], also returning the product of the dimensions with zeros
+/// counted as 1: the element count a compact layout spans (the scale of its
+/// row-major strides). One pass over the shape for both.
+pub fn sizes(shape: &[i64]) -> Result<(u64, u64)> {
     let mut nonzero: i64 = 1;
     let mut empty = false;
     for (i, &d) in shape.iter().enumerate() {
@@ -52,14 +59,7 @@ pub fn numel(shape: &[i64]) -> Result<u64> {
             None => bail!(Overflow, "shape {shape:?}: element count overflows 64 bits"),
         }
     }
-    Ok(if empty { 0 } else { nonzero as u64 })
-}
-
-/// The product of the dimensions with zeros counted as 1: the element count
-/// a compact layout spans (its strides' scale). Fits in i64 for any shape
-/// that passed [`numel`].
-pub fn dense_span(shape: &[i64]) -> u64 {
-    shape.iter().fold(1u64, |p, d| p.wrapping_mul(d.max(&1).unsigned_abs()))
+    Ok((if empty { 0 } else { nonzero as u64 }, nonzero as u64))
 }
 
 /// Compact row-major strides, in elements, for a shape that passed [`numel`].

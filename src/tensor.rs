@@ -95,7 +95,7 @@ impl RawView<'_> {
             bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
         let _ = layout::check_ndim(i32::try_from(self.shape.len()).unwrap_or(i32::MAX))?;
-        let numel = layout::numel(self.shape)?;
+        let (numel, span) = layout::sizes(self.shape)?;
         let strides: Dims = match self.strides {
             Some(s) => Dims::from_slice(s),
             None => layout::row_major(self.shape),
@@ -104,7 +104,7 @@ impl RawView<'_> {
         // the elements (strides of 0 can make the view itself tiny) and the
         // row-major strides (zero dimensions counted as 1) fit in isize bytes.
         if let Some(itemsize) = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED))
-            && layout::dense_span(self.shape).checked_mul(itemsize as u64).is_none_or(|b| b > isize::MAX as u64)
+            && span.checked_mul(itemsize as u64).is_none_or(|b| b > isize::MAX as u64)
         {
             bail!(
                 Overflow,

@@ -35,10 +35,7 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
     on (always / never copy). A capsule can be consumed once.
     """
     if type(x) is _CapsuleType:
-        t = _wrap(_from_capsule(x))
-        if device is not None and parse_device(device) != t.__dlpack_device__():
-            return t.to_device(device)
-        return t.copy() if copy else t
+        return _honour(_wrap(_from_capsule(x)), device, copy)
     try:
         dlpack = x.__dlpack__
     except AttributeError:
@@ -58,11 +55,16 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         capsule = dlpack(**kwargs)
     except TypeError:
         # An old producer: take what it has, then honour the request here.
-        t = _wrap(_from_capsule(dlpack()))
-        if device is not None and parse_device(device) != t.__dlpack_device__():
-            return t.to_device(device)
-        return t.copy() if copy else t
+        return _honour(_wrap(_from_capsule(dlpack())), device, copy)
     return _wrap(_from_capsule(capsule))
+
+
+def _honour(t: Tensor, device: Any, copy: Optional[bool]) -> Tensor:
+    """Applies from_dlpack's device / copy request to a tensor the producer
+    handed over as it was (a raw capsule, or a producer without keywords)."""
+    if device is not None and parse_device(device) != t.__dlpack_device__():
+        return t.to_device(device)
+    return t.copy() if copy else t
 
 
 def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
