@@ -37,6 +37,7 @@ test-python: build venv
 # the CUDA tests and the transfer benchmark, with the machine's own frameworks.
 GPU_PYTHON ?= python3
 test-gpu:
+	$(MAKE) -C c_tests gpu
 	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider python_tests/test_cuda.py
 	PYTHONPATH=python $(GPU_PYTHON) benches/gpu_transfers.py
 

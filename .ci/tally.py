@@ -9,8 +9,8 @@ passed = failed = skipped = 0
 for m in re.finditer(r"^test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", text, re.M):
     passed, failed, skipped = passed + int(m[1]), failed + int(m[2]), skipped + int(m[3])
 # C tests, install test ("...: N passed, N failed") and pytest ("N passed, N skipped in 3.2s").
-for m in re.finditer(r"^(?:[\w/. ()-]+: )?(\d+) passed, (\d+) failed", text, re.M):
-    passed, failed = passed + int(m[1]), failed + int(m[2])
+for m in re.finditer(r"^(?:[\w/. ()-]+: )?(\d+) passed, (\d+) failed(?:, (\d+) skipped)?", text, re.M):
+    passed, failed, skipped = passed + int(m[1]), failed + int(m[2]), skipped + int(m[3] or 0)
 for m in re.finditer(r"^(?:=+ )?((?:\d+ \w+(?:, )?)+) in [\d.]+s", text, re.M):
     counts = dict((k, int(v)) for v, k in re.findall(r"(\d+) (\w+)", m[1]))
     passed += counts.get("passed", 0)

@@ -34,7 +34,10 @@ def median(fn):
     return statistics.median(times)
 
 
-print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; dlbridge {dlbridge.__version__}")
+import os
+staging = os.environ.get("DLBRIDGE_STAGING_MIB", "32 (default)")
+print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; dlbridge {dlbridge.__version__}; "
+      f"DLBRIDGE_STAGING_MIB={staging}")
 print("| size | direction | memory | dlbridge GB/s | torch GB/s | ratio |")
 print("|---:|---|---|---:|---:|---:|")
 for mib in (1, 16, 256, 1024):

@@ -346,8 +346,10 @@ static void test_copies_bad_arguments(void) {
   CHECK_STATUS(dlb_tensor_copy(t, cpu(), NULL), DLB_ERR_NULL_ARGUMENT, "out is NULL");
   {
     int32_t n = 0;
-    if (dlb_cuda_device_count(&n) != DLB_OK)
+    if (dlb_cuda_device_count(&n) != DLB_OK) {
       CHECK_STATUS(dlb_tensor_copy(t, cuda, &out), DLB_ERR_CUDA_UNAVAILABLE, "libcuda");
+      CHECK_STATUS(dlb_cuda_empty_cache(), DLB_ERR_CUDA_UNAVAILABLE, "libcuda");
+    }
   }
   {
     DLDevice vulkan = {kDLVulkan, 0};

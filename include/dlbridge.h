@@ -345,6 +345,12 @@ enum dlb_status dlb_cuda_stream_wait(int32_t device, uint64_t waiter, uint64_t s
 // `out` must be NULL or writable.
 enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 
+// Gives back to the driver the memory dlbridge keeps for reuse: freed
+// pinned host blocks (up to 2 GiB is kept) and the unused part of its
+// per-device memory pools (up to 2 GiB each is kept). Memory in use is
+// untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
+enum dlb_status dlb_cuda_empty_cache(void);
+
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:
 // never free it.

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 from . import _lib
 from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, parse_device
 
-__all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count", "__version__"]
+__all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count",
+           "cuda_empty_cache", "__version__"]
 __version__ = _lib.version
 
 _CapsuleType = type(_datetime.datetime_CAPI)
@@ -40,13 +41,16 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         dlpack = x.__dlpack__
     except AttributeError:
         raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
-    if device is None and copy is None:
+    stream = None if type(x) in _HOST_TYPES else _consumer_stream(x)
+    if device is None and copy is None and stream is None:
         try:
             capsule = dlpack(max_version=_MAX_VERSION)
         except TypeError:
             capsule = dlpack()  # a producer older than DLPack 1.0 keywords
         return _wrap(_from_capsule(capsule))
     kwargs = {"max_version": _MAX_VERSION}
+    if stream is not None:
+        kwargs["stream"] = stream
     if copy is not None:
         kwargs["copy"] = copy
     if device is not None:
@@ -55,8 +59,29 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         capsule = dlpack(**kwargs)
     except TypeError:
         # An old producer: take what it has, then honour the request here.
-        return _honour(_wrap(_from_capsule(dlpack())), device, copy)
+        old = dlpack() if stream is None else dlpack(stream=stream)
+        return _honour(_wrap(_from_capsule(old)), device, copy)
     return _wrap(_from_capsule(capsule))
+
+
+# Types whose tensors always live in host memory: from_dlpack skips asking
+# them for their device (filled as they are seen: NumPy's arrays).
+_HOST_TYPES: set = set()
+# kDLCUDA and kDLCUDAManaged: the legacy default stream (1); kDLROCM: its default stream (0).
+_STREAM_DEVICES = {2: 1, 13: 1, 10: 0}
+
+
+def _consumer_stream(x: Any) -> Optional[int]:
+    """The stream to pass to ``x.__dlpack__``: dlbridge orders its CUDA work
+    on the legacy default stream, so a CUDA producer is asked to make its
+    pending work visible there (the spec's stream=1); None elsewhere."""
+    try:
+        device_type = x.__dlpack_device__()[0]
+    except AttributeError:
+        return None  # an old producer without __dlpack_device__: nothing to ask
+    if device_type == 1 and type(x).__module__ == "numpy":
+        _HOST_TYPES.add(type(x))
+    return _STREAM_DEVICES.get(int(device_type))
 
 
 def _honour(t: Tensor, device: Any, copy: Optional[bool]) -> Tensor:
@@ -180,3 +205,12 @@ def cuda_device_count() -> int:
     """Number of CUDA devices; 0 when no CUDA driver can be loaded."""
     n = ctypes.c_int32(0)
     return n.value if _lib.cuda_device_count(ctypes.byref(n)) == 0 else 0
+
+
+def cuda_empty_cache() -> None:
+    """Gives back to the driver the CUDA memory dlbridge keeps for reuse
+    (freed pinned host blocks, the unused part of its device pools), as
+    ``torch.cuda.empty_cache()`` does for PyTorch. Nothing to do (and no
+    error) without a CUDA driver."""
+    if cuda_device_count():
+        _lib.check(_lib.cuda_empty_cache())

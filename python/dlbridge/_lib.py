@@ -84,6 +84,7 @@ dtype_from_name = _fn("dlb_dtype_from_name", c_int, c_char_p, POINTER(DLDataType
 live_tensor_count = _fn("dlb_live_tensor_count", c_size_t)
 cuda_device_count = _fn("dlb_cuda_device_count", c_int, POINTER(c_int32))
 cuda_stream_wait = _fn("dlb_cuda_stream_wait", c_int, c_int32, c_uint64, c_uint64)
+cuda_empty_cache = _fn("dlb_cuda_empty_cache", c_int)
 cuda_pointer_device = _fn("dlb_cuda_pointer_device", c_int, c_void_p, POINTER(c_int32))
 version = _fn("dlb_version", c_char_p)().decode()
 

@@ -19,6 +19,9 @@ IS_COPIED = 2
 
 # kDLCPU, kDLCUDAHost, kDLROCMHost, kDLCUDAManaged: the CPU can read these.
 _HOST_DEVICES = frozenset((1, 3, 11, 13))
+# Where a DLPack stream applies (CUDA and managed memory): dlbridge's CUDA
+# work is ordered on the legacy default stream.
+_STREAM_DEVICES = frozenset((2, 13))
 _DEVICE_NAMES = {
     1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm",
     11: "rocm_host", 12: "ext_dev", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon",
@@ -115,11 +118,11 @@ class Tensor:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
             m = self._m()
-            if m[3] in _HOST_DEVICES:
-                raise ValueError(f"stream={stream} is not allowed for a CPU tensor (only None)")
+            if m[3] not in _STREAM_DEVICES:
+                raise ValueError(f"stream={stream} is not allowed for a {self.device} tensor (only None)")
             if stream == 0:
                 raise ValueError("stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
-            if stream != 1 and m[3] == 2:
+            if stream != 1:
                 # Our CUDA work is ordered on the legacy default stream: make the
                 # consumer's stream wait for it (event record + wait).
                 _lib.check(_lib.cuda_stream_wait(m[4], stream, 1))

@@ -50,3 +50,12 @@ pub unsafe extern "C" fn dlb_cuda_pointer_device(ptr: *const c_void, out: *mut i
         Ok(())
     })
 }
+
+/// Gives back to the driver the memory dlbridge keeps for reuse: freed
+/// pinned host blocks (up to 2 GiB is kept) and the unused part of its
+/// per-device memory pools (up to 2 GiB each is kept). Memory in use is
+/// untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
+#[unsafe(no_mangle)]
+pub extern "C" fn dlb_cuda_empty_cache() -> dlb_status {
+    guard::status(crate::cuda::empty_cache)
+}

@@ -13,6 +13,9 @@ use crate::error::{Result, bail};
 #[cfg(feature = "cuda")]
 pub(crate) use imp::*;
 
+#[cfg(feature = "cuda")]
+mod staging;
+
 #[cfg(not(feature = "cuda"))]
 pub(crate) use without_cuda::*;
 
@@ -25,6 +28,10 @@ mod without_cuda {
     }
 
     pub(crate) fn pointer_device(_ptr: *const std::ffi::c_void) -> Result<i32> {
+        bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
+    }
+
+    pub(crate) fn empty_cache() -> Result<()> {
         bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
     }
 }
@@ -43,14 +50,14 @@ pub fn device_count() -> Result<usize> {
 #[cfg(feature = "cuda")]
 mod imp {
     use std::ffi::c_void;
-    use std::sync::OnceLock;
+    use std::sync::{Mutex, OnceLock};
 
     use cudarc::driver::{result, sys};
 
     use super::*;
     use crate::error::{Error, ErrorKind};
 
-    fn driver_error(what: &str, e: result::DriverError) -> Error {
+    pub(super) fn driver_error(what: &str, e: result::DriverError) -> Error {
         Error::new(ErrorKind::Cuda, format!("CUDA {what} failed: {e:?}"))
     }
 
@@ -109,7 +116,64 @@ mod imp {
         out
     }
 
-    /// Device memory from cuMemAlloc (256-byte aligned), freed on its device.
+    /// Freed device memory a device's pool keeps for reuse (beyond this, it
+    /// goes back to the driver at the next synchronisation).
+    const POOL_KEEPS: u64 = 2 << 30;
+    /// Freed pinned host memory kept for reuse, in all.
+    const PINNED_KEEPS: usize = 2 << 30;
+
+    /// dlbridge's own stream-ordered memory pool on `device` (made on first
+    /// use; the device's default pool, which frameworks tune, is left alone).
+    fn pool(device: i32) -> Result<sys::CUmemoryPool> {
+        static POOLS: Mutex<Vec<(i32, usize)>> = Mutex::new(Vec::new());
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, pool)) = pools.iter().find(|(d, _)| *d == device) {
+            return Ok(pool as sys::CUmemoryPool);
+        }
+        // SAFETY: plain-old-data properties; zero is "none" for every field not set.
+        let mut props: sys::CUmemPoolProps = unsafe { std::mem::zeroed() };
+        props.allocType = sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+        props.location.type_ = sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+        props.location.id = device;
+        // SAFETY: valid properties for an existing device (checked by the caller's context).
+        let pool = unsafe { result::mem_pool::create(&props) }.map_err(|e| driver_error("cuMemPoolCreate", e))?;
+        let mut keep = POOL_KEEPS;
+        // SAFETY: a u64 attribute of the new pool.
+        unsafe {
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&raw mut keep).cast(),
+            )
+        }
+        .result()
+        .map_err(|e| driver_error("cuMemPoolSetAttribute", e))?;
+        pools.push((device, pool as usize));
+        Ok(pool)
+    }
+
+    /// Gives the memory that dlbridge keeps for reuse (pinned host blocks,
+    /// the unused part of its device pools) back to the driver.
+    pub(crate) fn empty_cache() -> Result<()> {
+        let devices = contexts()?.len() as i32;
+        let cached = std::mem::take(&mut *PINNED_CACHE.lock().unwrap_or_else(|e| e.into_inner()));
+        for block in cached {
+            free_pinned(block.0 as *mut c_void);
+        }
+        for device in 0..devices {
+            on_device(device, || {
+                let pool = pool(device)?;
+                // SAFETY: a pool of this device; whatever is in use stays.
+                unsafe { sys::cuMemPoolTrimTo(pool, 0) }.result().map_err(|e| driver_error("cuMemPoolTrimTo", e))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Device memory from dlbridge's pool on the device (256-byte aligned),
+    /// ordered on the legacy default stream like all of dlbridge's CUDA work.
+    /// Freeing waits for the device to be idle first, as cuMemFree does, so
+    /// no work still queued on any stream can touch memory handed out again.
     pub(crate) struct DeviceBuffer {
         ptr: sys::CUdeviceptr,
         device: i32,
@@ -119,17 +183,23 @@ mod imp {
         /// `bytes` (at least 1) on `device`, zero-filled when `zero`.
         pub(crate) fn new(device: i32, bytes: usize, zero: bool) -> Result<DeviceBuffer> {
             on_device(device, || {
-                // SAFETY: a plain allocation in the current context.
-                let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| match e.0 {
-                    sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
-                        Error::new(ErrorKind::OutOfMemory, format!("out of CUDA memory allocating {bytes} bytes"))
-                    }
-                    _ => driver_error("cuMemAlloc", e),
-                })?;
+                let pool = pool(device)?;
+                let legacy = LEGACY as sys::CUstream;
+                let mut ptr: sys::CUdeviceptr = 0;
+                // SAFETY: a pool of this device, the legacy stream of its context.
+                unsafe { sys::cuMemAllocFromPoolAsync(&raw mut ptr, bytes.max(1), pool, legacy) }.result().map_err(
+                    |e| match e.0 {
+                        sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                            Error::new(ErrorKind::OutOfMemory, format!("out of CUDA memory allocating {bytes} bytes"))
+                        }
+                        _ => driver_error("cuMemAllocFromPoolAsync", e),
+                    },
+                )?;
                 let buffer = DeviceBuffer { ptr, device };
                 if zero {
-                    // SAFETY: `bytes` fit the new allocation.
-                    unsafe { result::memset_d8_sync(ptr, 0, bytes) }.map_err(|e| driver_error("cuMemsetD8", e))?;
+                    // SAFETY: `bytes` fit the new allocation; ordered after it on the same stream.
+                    unsafe { result::memset_d8_async(ptr, 0, bytes, legacy) }
+                        .map_err(|e| driver_error("cuMemsetD8Async", e))?;
                 }
                 Ok(buffer)
             })
@@ -143,15 +213,32 @@ mod imp {
     impl Drop for DeviceBuffer {
         fn drop(&mut self) {
             let _ = on_device(self.device, || {
-                // SAFETY: allocated by cuMemAlloc on this device, freed once here.
-                unsafe { result::free_sync(self.ptr) }.map_err(|e| driver_error("cuMemFree", e))
+                // SAFETY: allocated from this device's pool, freed once here,
+                // after every stream of the context has drained.
+                unsafe {
+                    sys::cuCtxSynchronize()
+                        .result()
+                        .and_then(|()| result::free_async(self.ptr, LEGACY as sys::CUstream))
+                }
+                .map_err(|e| driver_error("cuMemFreeAsync", e))
             });
         }
     }
 
+    /// Freed pinned blocks kept for reuse: (address, length).
+    static PINNED_CACHE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+    fn free_pinned(ptr: *mut c_void) {
+        // SAFETY: from cuMemHostAlloc, owned by the caller, freed once.
+        let _ = on_device(0, || unsafe { result::free_host(ptr) }.map_err(|e| driver_error("cuMemFreeHost", e)));
+    }
+
     /// Page-locked host memory (cuMemHostAlloc, portable to every context).
+    /// Freed blocks are kept (up to 2 GiB in all) and handed out again, since
+    /// pinning pages costs far more than copying them.
     pub(crate) struct PinnedBuffer {
         ptr: *mut c_void,
+        len: usize,
     }
 
     // SAFETY: plain host memory; freeing it is allowed from any thread.
@@ -160,33 +247,74 @@ mod imp {
     unsafe impl Sync for PinnedBuffer {}
 
     impl PinnedBuffer {
+        /// At least `bytes` bytes (a kept block at most twice as large, or a new one).
         pub(crate) fn new(bytes: usize) -> Result<PinnedBuffer> {
+            let bytes = bytes.max(1);
+            {
+                let mut cache = PINNED_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+                let fits = |len: usize| len >= bytes && len / 2 <= bytes;
+                let best = (0..cache.len()).filter(|&i| fits(cache[i].1)).min_by_key(|&i| cache[i].1);
+                if let Some(i) = best {
+                    let (ptr, len) = cache.swap_remove(i);
+                    return Ok(PinnedBuffer { ptr: ptr as *mut c_void, len });
+                }
+            }
             on_device(0, || {
                 // SAFETY: an allocation in the current context.
-                let ptr = unsafe { result::malloc_host(bytes.max(1), sys::CU_MEMHOSTALLOC_PORTABLE) }
+                let ptr = unsafe { result::malloc_host(bytes, sys::CU_MEMHOSTALLOC_PORTABLE) }
                     .map_err(|e| driver_error("cuMemHostAlloc", e))?;
-                Ok(PinnedBuffer { ptr })
+                Ok(PinnedBuffer { ptr, len: bytes })
             })
         }
 
         pub(crate) fn ptr(&self) -> *mut c_void {
             self.ptr
         }
+
+        /// Hands the block back for reuse without waiting for the devices:
+        /// for callers that know no copy still uses it.
+        pub(super) fn recycle_idle(self) {
+            let this = std::mem::ManuallyDrop::new(self);
+            recycle_pinned(this.ptr, this.len);
+        }
+    }
+
+    /// Keeps a pinned block for reuse, or frees it when the cache is full.
+    fn recycle_pinned(ptr: *mut c_void, len: usize) {
+        let mut cache = PINNED_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.iter().map(|b| b.1).sum::<usize>() + len <= PINNED_KEEPS {
+            cache.push((ptr as usize, len));
+        } else {
+            drop(cache);
+            free_pinned(ptr);
+        }
     }
 
     impl Drop for PinnedBuffer {
         fn drop(&mut self) {
-            // SAFETY: from cuMemHostAlloc, freed once here.
-            let _ =
-                on_device(0, || unsafe { result::free_host(self.ptr) }.map_err(|e| driver_error("cuMemFreeHost", e)));
+            // A copy queued by someone else may still read or write the block:
+            // wait for every device, as cuMemFreeHost would, then keep it.
+            let idle = contexts().is_ok_and(|all| {
+                (0..all.len() as i32).all(|d| {
+                    // SAFETY: synchronising a primary context.
+                    on_device(d, || unsafe { sys::cuCtxSynchronize() }.result().map_err(|e| driver_error("sync", e)))
+                        .is_ok()
+                })
+            });
+            if idle { recycle_pinned(self.ptr, self.len) } else { free_pinned(self.ptr) }
         }
     }
 
-    /// Host to device, `bytes` bytes, synchronous.
+    /// Host to device, `bytes` bytes, synchronous. Large copies from pageable
+    /// memory go through dlbridge's pinned staging buffers (see `staging`).
     ///
     /// # Safety
     /// `src` readable and `dst` (on `device`) writable for `bytes` bytes.
     pub(crate) unsafe fn copy_htod(device: i32, dst: *mut c_void, src: *const c_void, bytes: usize) -> Result<()> {
+        if super::staging::wanted(src, bytes) {
+            // SAFETY: by contract.
+            return unsafe { super::staging::htod(device, dst, src, bytes) };
+        }
         on_device(device, || {
             // SAFETY: by contract.
             let src = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), bytes) };
@@ -196,11 +324,16 @@ mod imp {
         })
     }
 
-    /// Device to host, synchronous.
+    /// Device to host, synchronous; large copies into pageable memory are
+    /// staged as above.
     ///
     /// # Safety
     /// `src` (on `device`) readable and `dst` writable for `bytes` bytes.
     pub(crate) unsafe fn copy_dtoh(device: i32, dst: *mut c_void, src: *const c_void, bytes: usize) -> Result<()> {
+        if super::staging::wanted(dst, bytes) {
+            // SAFETY: by contract.
+            return unsafe { super::staging::dtoh(device, dst, src, bytes) };
+        }
         on_device(device, || {
             // SAFETY: by contract.
             let dst = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), bytes) };
@@ -280,21 +413,38 @@ mod imp {
         })
     }
 
-    /// The device that owns a CUDA pointer.
-    pub(crate) fn pointer_device(ptr: *const c_void) -> Result<i32> {
+    /// What the driver knows of an address: its memory type
+    /// (`CU_MEMORYTYPE_*`, 0 for memory CUDA does not know: pageable host
+    /// memory) and device ordinal. Never an error for unknown addresses.
+    fn pointer_info(ptr: *const c_void) -> Result<(u32, i32)> {
         contexts()?;
-        let mut ordinal: i32 = -1;
-        // SAFETY: the out-pointer is a valid i32; the driver checks `ptr`.
-        unsafe {
-            sys::cuPointerGetAttribute(
-                (&raw mut ordinal).cast(),
-                sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
-                ptr as sys::CUdeviceptr,
-            )
+        let (mut kind, mut ordinal): (u32, i32) = (0, -1);
+        let mut attributes = [
+            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+        ];
+        let mut data = [(&raw mut kind).cast::<c_void>(), (&raw mut ordinal).cast::<c_void>()];
+        // SAFETY: two attributes, each with a pointer to a 4-byte out value;
+        // cuPointerGetAttributes leaves unknown addresses' values at zero.
+        unsafe { sys::cuPointerGetAttributes(2, attributes.as_mut_ptr(), data.as_mut_ptr(), ptr as sys::CUdeviceptr) }
+            .result()
+            .map_err(|e| driver_error("cuPointerGetAttributes", e))?;
+        Ok((kind, ordinal))
+    }
+
+    /// The device that owns a CUDA pointer (device, managed or pinned host
+    /// memory); InvalidArgument for memory CUDA does not know.
+    pub(crate) fn pointer_device(ptr: *const c_void) -> Result<i32> {
+        match pointer_info(ptr)? {
+            (0, _) => bail!(InvalidArgument, "{ptr:p} is not CUDA memory (the driver does not know it)"),
+            (_, ordinal) => Ok(ordinal),
         }
-        .result()
-        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("{ptr:p} is not CUDA memory ({e:?})")))?;
-        Ok(ordinal)
+    }
+
+    /// Whether host memory at `ptr` is plain pageable memory (not pinned,
+    /// registered or managed).
+    pub(super) fn is_pageable(ptr: *const c_void) -> bool {
+        matches!(pointer_info(ptr), Ok((0, _)))
     }
 }
 
