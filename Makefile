@@ -7,9 +7,40 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+# The crate version, and the ABI version in the soname (0.Y while the major
+# version is 0, as build.rs sets it).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+MINOR := $(word 2,$(subst ., ,$(VERSION)))
+ABI := $(if $(filter 0,$(MAJOR)),0.$(MINOR),$(MAJOR))
+# What the static library needs from the system (rustc --print native-static-libs).
+NATIVE_LIBS := -ldl -lgcc_s -lutil -lrt -lpthread -lm -lc
+
 build:
 	$(CARGO) build --release
+	ln -sf libdlbridge.so target/release/libdlbridge.so.$(ABI)
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the shared library under its
+# full version with the soname and development links, the static library,
+# the header, a pkg-config file and a CMake package (dlbridge::dlbridge).
+PREFIX ?= /usr/local
+LIBDIR := $(DESTDIR)$(PREFIX)/lib
+install: build
+	install -d $(LIBDIR)/pkgconfig $(LIBDIR)/cmake/dlbridge $(DESTDIR)$(PREFIX)/include
+	install -m 755 target/release/libdlbridge.so $(LIBDIR)/libdlbridge.so.$(VERSION)
+	ln -sf libdlbridge.so.$(VERSION) $(LIBDIR)/libdlbridge.so.$(ABI)
+	ln -sf libdlbridge.so.$(ABI) $(LIBDIR)/libdlbridge.so
+	install -m 644 target/release/libdlbridge.a $(LIBDIR)/libdlbridge.a
+	install -m 644 include/dlbridge.h $(DESTDIR)$(PREFIX)/include/dlbridge.h
+	for f in dlbridge.pc:pkgconfig/dlbridge.pc dlbridgeConfig.cmake:cmake/dlbridge/dlbridgeConfig.cmake \
+	         dlbridgeConfigVersion.cmake:cmake/dlbridge/dlbridgeConfigVersion.cmake; do \
+	  sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@ABI@|$(ABI)|g' \
+	      -e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' -e 's|@NATIVE_LIBS@|$(NATIVE_LIBS)|g' \
+	      -e 's|@NATIVE_LIBS_CMAKE@|$(subst $() ,;,$(patsubst -l%,%,$(NATIVE_LIBS)))|g' \
+	      packaging/$${f%%:*}.in > $(LIBDIR)/$${f#*:}; \
+	done
+	@echo "installed dlbridge $(VERSION) (soname libdlbridge.so.$(ABI)) under $(DESTDIR)$(PREFIX)"
 
 # The real frameworks, pinned, in a local virtual environment.
 $(VENV)/.installed: python_tests/requirements.txt
@@ -28,7 +59,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install fuzz-smoke
+test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
 
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
@@ -59,9 +90,21 @@ catalogue-update: test-c venv
 	PYTHONPATH=python $(VPY) python_tests/bad_inputs.py > build/catalogue_py.md
 	bash .ci/catalogue.sh c_tests/build/catalogue_c.md build/catalogue_py.md > docs/bad-inputs.md
 
-# pip install . into a fresh venv, used from outside the repository.
+# pip wheel . -> a fresh venv, used from outside the repository.
 test-install: venv
 	PYTHON=$(abspath $(VPY)) bash .ci/test_install.sh
+
+# make install into build/prefix; C consumers built with pkg-config and CMake.
+test-install-c: build
+	bash .ci/test_install_c.sh
+
+# C++ exchange with libtorch (headers and libraries of the venv's PyTorch wheel).
+test-cpp: build venv
+	VPY=$(VPY) bash .ci/test_torch_cpp.sh
+
+# The API docs build without a warning.
+test-docs:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet && echo "cargo doc: no warnings"
 
 lint:
 	$(CARGO) fmt --check

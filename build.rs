@@ -14,6 +14,7 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed={}", dlpack_types.display());
     println!("cargo:rerun-if-changed=src");
+    set_soname();
 
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     let version = env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION");
@@ -54,4 +55,19 @@ fn main() {
     {
         println!("cargo:warning=could not update include/dlbridge.h: {e}");
     }
+}
+
+/// The shared library's soname carries its ABI version: `libdlbridge.so.0.Y`
+/// while the major version is 0 (a minor release may change the ABI), then
+/// `libdlbridge.so.X`. `make build` links `target/release/libdlbridge.so.0.Y`
+/// to the library; `make install` installs it as the full version with both
+/// links.
+fn set_soname() {
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("CARGO_PKG_VERSION_MAJOR");
+    let minor = env::var("CARGO_PKG_VERSION_MINOR").expect("CARGO_PKG_VERSION_MINOR");
+    let abi = if major == "0" { format!("0.{minor}") } else { major };
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdlbridge.so.{abi}");
 }

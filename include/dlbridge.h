@@ -1,3 +1,34 @@
+/*
+ * dlbridge: zero-copy tensor exchange through DLPack 1.3 and the NumPy array
+ * interface (v3). A C ABI over a Rust core; link with -ldlbridge
+ * (pkg-config dlbridge, or CMake find_package(dlbridge) -> dlbridge::dlbridge).
+ *
+ * Handles. A `dlb_tensor *` is a view (shape, strides in elements, dtype,
+ * device, flags) plus one shared hold on its memory. Make one with
+ * dlb_tensor_new (dlbridge allocates), dlb_tensor_wrap (borrow memory with a
+ * release callback), dlb_tensor_from_dlpack[_versioned] (take over a foreign
+ * DLPack tensor) or dlb_tensor_from_array_interface; free each handle once
+ * with dlb_tensor_free. dlb_tensor_to_dlpack[_versioned] exports a
+ * DLManagedTensor(Versioned) that is independent of the handle: free handles
+ * and exports in any order; the memory is released (release callback or
+ * foreign deleter, exactly once, on whichever thread lets go last) when the
+ * last of them is gone.
+ *
+ * Errors. Every fallible call returns a dlb_status (DLB_OK == 0; the numbers
+ * of the error codes never change), writes its out-parameter only on success,
+ * and leaves a message for dlb_last_error_message() (per thread). Foreign
+ * tensors are validated before any use; no Rust panic crosses the ABI
+ * (DLB_ERR_PANIC). All functions are thread-safe; a handle may be shared
+ * between threads for reading and freed from any thread.
+ *
+ * Devices and streams. CPU memory is shared, never copied implicitly;
+ * dlb_tensor_copy moves data between the CPU, CUDA devices and pinned memory
+ * (kDLCUDAHost), synchronously. CUDA is loaded at run time: without a driver
+ * CUDA calls return DLB_ERR_CUDA_UNAVAILABLE. dlbridge's own CUDA work is
+ * ordered on the legacy default stream; dlb_cuda_stream_wait hands tensors
+ * to and from other streams.
+ */
+
 #ifndef DLBRIDGE_H
 #define DLBRIDGE_H
 
@@ -357,7 +388,7 @@ enum dlb_status dlb_cuda_empty_cache(void);
 const char *dlb_status_name(int status);
 
 // The detailed message of the calling thread's last failed call, e.g.
-// "shape[2] is -1: dimensions must be >= 0". Empty ("") before any
+// `"shape[2] is -1: dimensions must be >= 0"`. Empty ("") before any
 // failure; successful calls leave it unchanged. The string belongs to
 // dlbridge and stays valid until the next failing call on this thread.
 const char *dlb_last_error_message(void);

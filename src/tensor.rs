@@ -2,7 +2,7 @@
 //!
 //! Every input (wrapped pointer, DLPack import, array interface) becomes a
 //! `Tensor`; every output is made from one. A `Tensor` is an `Arc` on the
-//! memory's [`Owner`] plus validated metadata; clones share the owner.
+//! memory's `Owner` plus validated metadata; clones share the owner.
 
 use std::ffi::c_void;
 use std::fmt;

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
+
+if TYPE_CHECKING:  # NumPy is optional at run time
+    import numpy
 
 from . import _lib
 
@@ -174,7 +177,7 @@ class Tensor:
             raise AttributeError(f"a {self.device} tensor has no __cuda_array_interface__")
         return _array_interface(self._c)
 
-    def __array__(self, dtype: Any = None, copy: Optional[bool] = None):
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> numpy.ndarray:
         """NumPy's fallback conversion: a zero-copy view (TypeError for
         device memory: call .to_device('cpu') first)."""
         array = self.numpy()
@@ -266,7 +269,7 @@ class Tensor:
         _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(*target), ctypes.byref(out)))
         return _adopt(out.value)
 
-    def numpy(self):
+    def numpy(self) -> numpy.ndarray:
         """A zero-copy NumPy view of this (CPU) tensor. bfloat16 and FP8
         come back as ml_dtypes dtypes (ml_dtypes must be installed)."""
         if self._m()[3] not in _HOST_DEVICES:

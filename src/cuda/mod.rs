@@ -4,7 +4,7 @@
 //! dlbridge's own CUDA work (allocation, memset, copies) is synchronous and
 //! ordered on the legacy default stream. Producers are asked to make their
 //! work visible there (stream None / 1), and consumers get it on their stream
-//! through an event (see [`stream_wait`]). Every operation makes the device's
+//! through an event (see `stream_wait`). Every operation makes the device's
 //! primary context current and restores the caller's context afterwards, so
 //! a framework's idea of "the current device" on that thread is untouched.
 

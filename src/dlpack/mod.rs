@@ -1,6 +1,6 @@
 //! DLPack producer ([`export`]) and consumer ([`import`]), for both the
 //! versioned (`DLManagedTensorVersioned`) and legacy (`DLManagedTensor`)
-//! ABIs, written once over [`ManagedAbi`].
+//! ABIs, written once over `ManagedAbi`.
 
 pub mod export;
 pub mod import;

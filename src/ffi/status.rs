@@ -124,7 +124,7 @@ pub extern "C" fn dlb_status_name(status: c_int) -> *const c_char {
 }
 
 /// The detailed message of the calling thread's last failed call, e.g.
-/// "shape[2] is -1: dimensions must be >= 0". Empty ("") before any
+/// `"shape[2] is -1: dimensions must be >= 0"`. Empty ("") before any
 /// failure; successful calls leave it unchanged. The string belongs to
 /// dlbridge and stays valid until the next failing call on this thread.
 #[unsafe(no_mangle)]
