@@ -222,6 +222,12 @@ typedef struct DLPackExchangeAPI {
 // The array-interface version `dlb_array_interface` speaks.
 #define DLB_ARRAY_INTERFACE_VERSION 3
 
+// `METH_FASTCALL | METH_KEYWORDS`.
+#define METH_FASTCALL_KEYWORDS (128 | 2)
+
+// `METH_NOARGS`: `PyObject *(*)(PyObject *self, PyObject *unused)`.
+#define METH_NOARGS 4
+
 // Result of every fallible dlbridge function. `DLB_OK` is 0; each error
 // has a fixed number that is never renumbered or reused.
 typedef enum dlb_status {
@@ -381,6 +387,17 @@ enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 // per-device memory pools (up to 2 GiB each is kept). Memory in use is
 // untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
 enum dlb_status dlb_cuda_empty_cache(void);
+
+// Method descriptors for `type.__dlpack__` and `type.__dlpack_device__`,
+// written in C (a tuple of the two). `__dlpack__`: the calls that
+// need nothing but a capsule (keywords absent or None, `max_version` a
+// tuple) are answered without running Python; any other call goes to the
+// type's `_dlpack_slow` method, which checks and honours the rest.
+//
+// # Safety
+// GIL held; `tp` is the `Tensor` class, whose instances keep their handle
+// capsule in `_c`.
+void *dlb_py_methods(void *tp);
 
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:

@@ -95,3 +95,28 @@ def test_repr_and_properties(no_leak):
         dlbridge.zeros((2, -1))
     with pytest.raises(TypeError):
         dlbridge.Tensor()
+
+
+def test_dlpack_methods_answered_in_c_match_the_python_ones(no_leak):
+    # __dlpack__ / __dlpack_device__ are C method descriptors (the hot path of
+    # every consumer); anything beyond a plain request goes to _dlpack_slow.
+    t = dlbridge.asarray(np.arange(4.0))
+    assert type(dlbridge.Tensor.__dlpack__).__name__ == "method_descriptor"
+    assert t.__dlpack_device__() == (1, 0)
+    name = lambda c: str(c).split('"')[1]  # noqa: E731
+    assert name(t.__dlpack__()) == "dltensor"
+    assert name(t.__dlpack__(max_version=None)) == "dltensor"
+    assert name(t.__dlpack__(max_version=(0, 8))) == "dltensor"
+    assert name(t.__dlpack__(max_version=(1, 0))) == "dltensor_versioned"
+    assert name(t.__dlpack__(max_version=(2, 1), stream=None, dl_device=None, copy=None)) == "dltensor_versioned"
+    assert name(t.__dlpack__(copy=True, max_version=(1, 3))) == "dltensor_versioned"
+    assert name(t.__dlpack__(stream=-1)) == "dltensor"
+    with pytest.raises(TypeError):
+        t.__dlpack__(None)  # keywords only
+    with pytest.raises(TypeError):
+        t.__dlpack__(nonsense=1)
+    for odd in ("1.0", [1, 0], (1,)):  # not a (major, minor) tuple: the slow path says so
+        with pytest.raises(TypeError, match="max_version"):
+            t.__dlpack__(max_version=odd)
+    with pytest.raises(TypeError):
+        dlbridge.Tensor.__dlpack__(np.zeros(1))  # the descriptor checks its self

@@ -87,8 +87,8 @@ class Tensor:
     keeps that memory alive and exchanges it with zero copy through DLPack
     (``__dlpack__``) and NumPy's ``__array_interface__``."""
 
-    # _c: the handle capsule; _meta / _dev: metadata / device, fetched on first use.
-    __slots__ = ("_c", "_meta", "_dev", "__weakref__")
+    # _c: the handle capsule; _meta: metadata, fetched on first use.
+    __slots__ = ("_c", "_meta", "__weakref__")
 
     def __init__(self) -> None:
         raise TypeError("create tensors with dlbridge.from_dlpack, dlbridge.asarray or dlbridge.zeros")
@@ -115,8 +115,6 @@ class Tensor:
         legacy (BufferError). ``copy=True`` exports a copy (IS_COPIED set),
         ``copy=False`` refuses anything that would need one.
         """
-        if stream is None and dl_device is None and copy is None and type(max_version) is tuple:
-            return _to_capsule(self._c, max_version[0] >= 1, False)  # the common call, checked in full below
         if stream is not None and stream != -1:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
@@ -146,11 +144,9 @@ class Tensor:
         return _to_capsule(self._c, versioned, copy is True)
 
     def __dlpack_device__(self) -> Tuple[int, int]:
-        try:
-            return self._dev
-        except AttributeError:
-            d = self._dev = _device(self._c)
-            return d
+        """(device_type, device_id) of this tensor, as DLPack numbers them
+        (replaced below by the same method written in C)."""
+        return _device(self._c)
 
     @property
     def __array_interface__(self) -> dict:
@@ -286,3 +282,10 @@ class Tensor:
                 raise TypeError(f"{name} has no NumPy dtype; install ml_dtypes to view it in NumPy") from None
             array = array.view(getattr(ml_dtypes, name))
         return array
+
+
+# __dlpack_device__, and the common __dlpack__ call (no stream, device or
+# copy request), are answered in C by method descriptors; every other
+# __dlpack__ call reaches the Python method above, kept as _dlpack_slow.
+Tensor._dlpack_slow = Tensor.__dlpack__
+Tensor.__dlpack__, Tensor.__dlpack_device__ = _lib.methods(Tensor)

@@ -254,3 +254,195 @@ pub extern "C" fn dlb_py_raise_last() -> *mut c_void {
         Err(unsafe { Raised::from(api, &e) })
     })
 }
+
+/// Interned names the C-level `__dlpack__` compares and looks up.
+struct Names {
+    handle: Obj,
+    slow: Obj,
+    max_version: Obj,
+    stream: Obj,
+    dl_device: Obj,
+    copy: Obj,
+}
+
+// SAFETY: interned strings live as long as the interpreter and are only used
+// with the GIL held.
+unsafe impl Send for Names {}
+// SAFETY: as above; never mutated.
+unsafe impl Sync for Names {}
+
+static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+
+static DLPACK_DEF: api::PyMethodDef = api::PyMethodDef {
+    name: c"__dlpack__".as_ptr(),
+    meth: dlpack_method as *const c_void,
+    flags: api::METH_FASTCALL_KEYWORDS,
+    doc: c"__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n\
+A DLPack capsule of this tensor: versioned when max_version allows it, legacy \
+otherwise. The common call is answered in C; the others by Tensor._dlpack_slow."
+        .as_ptr(),
+};
+
+static DEVICE_DEF: api::PyMethodDef = api::PyMethodDef {
+    name: c"__dlpack_device__".as_ptr(),
+    meth: device_method as *const c_void,
+    flags: api::METH_NOARGS,
+    doc: c"__dlpack_device__()\n--\n\n(device_type, device_id) of this tensor, as DLPack numbers them.".as_ptr(),
+};
+
+/// `Tensor.__dlpack_device__` (see `dlb_py_methods`).
+unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
+    py_guard(std::ptr::null_mut(), |api| {
+        let Some(names) = NAMES.get() else {
+            // SAFETY: CPython calls methods with the GIL held.
+            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's methods are not initialised") });
+        };
+        // SAFETY: GIL held; `this` is a live Tensor (the descriptor checks the type).
+        let capsule = unsafe { (api.get_attr)(this, names.handle) };
+        if capsule.is_null() {
+            return Err(Raised(()));
+        }
+        // SAFETY: GIL held; a live object, released once below.
+        let made = unsafe { dlb_py_device(capsule.cast()) };
+        // SAFETY: the reference `get_attr` returned.
+        unsafe { (api.decref)(capsule) };
+        if made.is_null() { Err(Raised(())) } else { Ok(made.cast()) }
+    })
+}
+
+/// Method descriptors for `type.__dlpack__` and `type.__dlpack_device__`,
+/// written in C (a tuple of the two). `__dlpack__`: the calls that
+/// need nothing but a capsule (keywords absent or None, `max_version` a
+/// tuple) are answered without running Python; any other call goes to the
+/// type's `_dlpack_slow` method, which checks and honours the rest.
+///
+/// # Safety
+/// GIL held; `tp` is the `Tensor` class, whose instances keep their handle
+/// capsule in `_c`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held (contract); static NUL-terminated names.
+        let intern = |name: &std::ffi::CStr| unsafe { (api.intern)(name.as_ptr()) };
+        let names = Names {
+            handle: intern(c"_c"),
+            slow: intern(c"_dlpack_slow"),
+            max_version: intern(c"max_version"),
+            stream: intern(c"stream"),
+            dl_device: intern(c"dl_device"),
+            copy: intern(c"copy"),
+        };
+        let all = [names.handle, names.slow, names.max_version, names.stream, names.dl_device, names.copy];
+        if all.iter().any(|n| n.is_null()) {
+            return Err(Raised(()));
+        }
+        let _ = NAMES.set(names);
+        // SAFETY: GIL held; a type object and static method definitions; the
+        // new references go into the tuple (which steals them) or are dropped.
+        unsafe {
+            let pair = (api.tuple_new)(2);
+            if pair.is_null() {
+                return Err(Raised(()));
+            }
+            for (i, def) in [&DLPACK_DEF, &DEVICE_DEF].into_iter().enumerate() {
+                let descr = (api.descr_new_method)(tp.cast(), def);
+                if descr.is_null() || (api.tuple_set_item)(pair, i as isize, descr) != 0 {
+                    (api.decref)(pair);
+                    return Err(Raised(()));
+                }
+            }
+            Ok(pair.cast())
+        }
+    })
+}
+
+/// Whether keyword `name` is `interned` (or spells `ascii`).
+///
+/// # Safety
+/// GIL held; `name` is a str.
+unsafe fn is_name(api: &Api, name: Obj, interned: Obj, ascii: &std::ffi::CStr) -> bool {
+    // SAFETY: GIL held; the comparison never raises.
+    name == interned || unsafe { (api.unicode_eq_ascii)(name, ascii.as_ptr()) } == 0
+}
+
+/// For a call the C path answers, whether the capsule is versioned; None
+/// for any other call (positional arguments, a stream, a device, a copy
+/// request, an unknown keyword, an odd `max_version`).
+///
+/// # Safety
+/// GIL held; the vectorcall arguments as CPython passes them.
+unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize, kwnames: Obj) -> Option<bool> {
+    if nargs != 0 {
+        return None;
+    }
+    // SAFETY: GIL held; `kwnames` is NULL or a tuple of str whose values
+    // follow the positional arguments in `args` (the whole body).
+    unsafe {
+        let count = if kwnames.is_null() { 0 } else { (api.tuple_size)(kwnames) };
+        let mut versioned = false;
+        for i in 0..count {
+            let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(i));
+            if is_name(api, name, names.max_version, c"max_version") {
+                if value == api.none {
+                    versioned = false;
+                    continue;
+                }
+                if (api.tuple_size)(value) != 2 {
+                    (api.err_clear)();
+                    return None;
+                }
+                let major = (api.long_as_long)((api.tuple_get_item)(value, 0));
+                if major < 0 {
+                    (api.err_clear)();
+                    return None;
+                }
+                versioned = major >= 1;
+            } else if value != api.none
+                || !(is_name(api, name, names.stream, c"stream")
+                    || is_name(api, name, names.dl_device, c"dl_device")
+                    || is_name(api, name, names.copy, c"copy"))
+            {
+                return None;
+            }
+        }
+        Some(versioned)
+    }
+}
+
+/// `Tensor.__dlpack__` (see `dlb_py_methods`).
+unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
+    py_guard(std::ptr::null_mut(), |api| {
+        let Some(names) = NAMES.get() else {
+            // SAFETY: CPython calls methods with the GIL held.
+            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's __dlpack__ is not initialised") });
+        };
+        // SAFETY: CPython calls methods with the GIL held and its own arguments.
+        match unsafe { plain_request(api, names, args, nargs, kwnames) } {
+            Some(versioned) => {
+                // SAFETY: GIL held; `this` is a live Tensor (the descriptor checks the type).
+                let capsule = unsafe { (api.get_attr)(this, names.handle) };
+                if capsule.is_null() {
+                    return Err(Raised(()));
+                }
+                // SAFETY: GIL held; a live object, released once below.
+                let made = unsafe { dlb_py_to_capsule(capsule.cast(), versioned, false) };
+                // SAFETY: the reference `get_attr` returned.
+                unsafe { (api.decref)(capsule) };
+                if made.is_null() { Err(Raised(())) } else { Ok(made.cast()) }
+            }
+            None => {
+                // Everything else: `this._dlpack_slow(*args, **kwargs)`, same arguments.
+                // SAFETY: GIL held; `kwnames` is NULL or a tuple.
+                let count = if kwnames.is_null() { 0 } else { unsafe { (api.tuple_size)(kwnames) } };
+                let mut all: smallvec::SmallVec<[Obj; 8]> = smallvec::smallvec![this];
+                if nargs + count > 0 {
+                    // SAFETY: `args` holds `nargs` positional values and one per keyword.
+                    all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, (nargs + count) as usize) });
+                }
+                // SAFETY: GIL held; method name, self first, then the caller's arguments.
+                let out = unsafe { (api.vectorcall_method)(names.slow, all.as_ptr(), (nargs + 1) as usize, kwnames) };
+                if out.is_null() { Err(Raised(())) } else { Ok(out) }
+            }
+        }
+    })
+}

@@ -38,12 +38,35 @@ pub struct PyBuffer {
 pub const FUNCTION_NAMES: &CStr = c"PyCapsule_New,PyCapsule_GetPointer,PyCapsule_IsValid,PyCapsule_SetName,\
 PyErr_SetString,Py_IncRef,Py_DecRef,PyGILState_Ensure,PyGILState_Release,Py_IsFinalizing|_Py_IsFinalizing,\
 PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,PyTuple_SetItem,\
-PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString";
+PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString,PyDescr_NewMethod,PyObject_GetAttr,\
+PyUnicode_InternFromString,PyObject_VectorcallMethod,PyTuple_Size,PyTuple_GetItem,PyLong_AsLong,\
+PyUnicode_CompareWithASCIIString,PyErr_Clear";
 
 /// The builtin objects, in registration order (their `id()`).
 pub const OBJECT_NAMES: &CStr = c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
 
 type Destructor = unsafe extern "C" fn(Obj);
+
+/// CPython's `PyMethodDef` (stable ABI).
+#[repr(C)]
+pub struct PyMethodDef {
+    /// The method's name.
+    pub name: *const c_char,
+    /// The C function (its signature follows `flags`).
+    pub meth: *const c_void,
+    /// `METH_*` flags.
+    pub flags: c_int,
+    /// The docstring.
+    pub doc: *const c_char,
+}
+
+// SAFETY: static, immutable data (pointers to static strings and a function).
+unsafe impl Sync for PyMethodDef {}
+
+/// `METH_FASTCALL | METH_KEYWORDS`.
+pub const METH_FASTCALL_KEYWORDS: c_int = 0x0080 | 0x0002;
+/// `METH_NOARGS`: `PyObject *(*)(PyObject *self, PyObject *unused)`.
+pub const METH_NOARGS: c_int = 0x0004;
 
 /// The Python exceptions dlbridge raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +105,15 @@ pub struct Api {
     pub long_from_long_long: unsafe extern "C" fn(c_longlong) -> Obj,
     pub long_from_unsigned_long_long: unsafe extern "C" fn(c_ulonglong) -> Obj,
     pub unicode_from_string: unsafe extern "C" fn(*const c_char) -> Obj,
+    pub descr_new_method: unsafe extern "C" fn(Obj, *const PyMethodDef) -> Obj,
+    pub get_attr: unsafe extern "C" fn(Obj, Obj) -> Obj,
+    pub intern: unsafe extern "C" fn(*const c_char) -> Obj,
+    pub vectorcall_method: unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj,
+    pub tuple_size: unsafe extern "C" fn(Obj) -> isize,
+    pub tuple_get_item: unsafe extern "C" fn(Obj, isize) -> Obj,
+    pub long_as_long: unsafe extern "C" fn(Obj) -> std::ffi::c_long,
+    pub unicode_eq_ascii: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
+    pub err_clear: unsafe extern "C" fn(),
     pub none: Obj,
     pub true_: Obj,
     pub false_: Obj,
@@ -150,6 +182,15 @@ pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
             long_from_long_long: fn_at(funcs[16]),
             long_from_unsigned_long_long: fn_at(funcs[17]),
             unicode_from_string: fn_at(funcs[18]),
+            descr_new_method: fn_at(funcs[19]),
+            get_attr: fn_at(funcs[20]),
+            intern: fn_at(funcs[21]),
+            vectorcall_method: fn_at(funcs[22]),
+            tuple_size: fn_at(funcs[23]),
+            tuple_get_item: fn_at(funcs[24]),
+            long_as_long: fn_at(funcs[25]),
+            unicode_eq_ascii: fn_at(funcs[26]),
+            err_clear: fn_at(funcs[27]),
             none: objects[0],
             true_: objects[1],
             false_: objects[2],
