@@ -399,6 +399,22 @@ enum dlb_status dlb_cuda_empty_cache(void);
 // capsule in `_c`.
 void *dlb_py_methods(void *tp);
 
+// The builtin `dlbridge.from_dlpack`: a raw capsule, or a producer of a
+// host type, with no `device` / `copy` request, is imported in C; every
+// other call goes to `slow` (the Python function) with the same arguments.
+//
+// # Safety
+// GIL held; `tensor_type` is the `Tensor` class (instances hold their
+// handle capsule in `_c`), `slow` a callable; both stay referenced here.
+void *dlb_py_from_dlpack_function(void *tensor_type, void *slow);
+
+// Marks `tp` as a type whose instances are in host memory (see `HOST_TYPES`).
+//
+// # Safety
+// GIL held; `tp` is a type object that lives as long as the process (a
+// reference is kept).
+void dlb_py_add_host_type(void *tp);
+
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:
 // never free it.

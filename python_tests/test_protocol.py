@@ -120,3 +120,29 @@ def test_dlpack_methods_answered_in_c_match_the_python_ones(no_leak):
             t.__dlpack__(max_version=odd)
     with pytest.raises(TypeError):
         dlbridge.Tensor.__dlpack__(np.zeros(1))  # the descriptor checks its self
+
+
+def test_from_dlpack_builtin_answers_like_the_python_function(no_leak):
+    # dlbridge.from_dlpack is a builtin written in C for capsules and NumPy
+    # arrays; everything else (and every error) goes through the Python code.
+    a = np.arange(6.0)
+    assert type(dlbridge.from_dlpack).__name__ == "builtin_function_or_method"
+    assert dlbridge.from_dlpack(a).data_ptr == a.ctypes.data
+    assert dlbridge.from_dlpack(a, device=None, copy=None).data_ptr == a.ctypes.data
+    assert dlbridge.from_dlpack(a.__dlpack__(max_version=(1, 0))).data_ptr == a.ctypes.data
+    assert dlbridge.from_dlpack(x=a).data_ptr == a.ctypes.data  # by keyword: the Python function
+    assert dlbridge.from_dlpack(a, copy=True).is_copied
+    with pytest.raises(TypeError):
+        dlbridge.from_dlpack()
+    with pytest.raises(TypeError):
+        dlbridge.from_dlpack(a, a)
+    with pytest.raises(TypeError):
+        dlbridge.from_dlpack(a, nonsense=1)
+    with pytest.raises(TypeError, match="DLPack"):
+        dlbridge.from_dlpack(3)
+    capsule = a.__dlpack__()
+    dlbridge.from_dlpack(capsule)
+    with pytest.raises(ValueError, match="consumed"):
+        dlbridge.from_dlpack(capsule)
+    with pytest.raises(BufferError):
+        dlbridge.from_dlpack(np.ones(3, ">f4"))  # NumPy's own refusal comes through

@@ -81,7 +81,15 @@ def _consumer_stream(x: Any) -> Optional[int]:
         return None  # an old producer without __dlpack_device__: nothing to ask
     if device_type == 1 and type(x).__module__ == "numpy":
         _HOST_TYPES.add(type(x))
+        _lib.add_host_type(type(x))
     return _STREAM_DEVICES.get(int(device_type))
+
+
+# The plain calls (a capsule, or a NumPy array, with no device or copy
+# request) are answered by a builtin written in C; it hands every other call
+# to the Python function above, with the same arguments.
+_from_dlpack_python = from_dlpack
+from_dlpack = _lib.from_dlpack_function(Tensor, _from_dlpack_python)  # noqa: F811
 
 
 def _honour(t: Tensor, device: Any, copy: Optional[bool]) -> Tensor:

@@ -446,3 +446,186 @@ unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kw
         }
     })
 }
+
+/// What the C-level `from_dlpack` needs: the `Tensor` class, the Python
+/// function it falls back to, prebuilt call arguments, the host types.
+struct FromDlpack {
+    tensor_type: Obj,
+    slow: Obj,
+    dlpack: Obj,
+    kwnames: Obj,
+    max_version: Obj,
+    device: Obj,
+    copy: Obj,
+}
+
+// SAFETY: objects kept alive for the process (references held here), used
+// only with the GIL held.
+unsafe impl Send for FromDlpack {}
+// SAFETY: as above; never mutated.
+unsafe impl Sync for FromDlpack {}
+
+static FROM_DLPACK: std::sync::OnceLock<FromDlpack> = std::sync::OnceLock::new();
+
+/// Types whose instances are always in host memory (NumPy's arrays), told by
+/// the package once it has seen one: they are not asked for their device.
+static HOST_TYPES: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+static FROM_DLPACK_DEF: api::PyMethodDef = api::PyMethodDef {
+    name: c"from_dlpack".as_ptr(),
+    meth: from_dlpack_function as *const c_void,
+    flags: api::METH_FASTCALL_KEYWORDS,
+    doc: c"from_dlpack(x, *, device=None, copy=None)\n--\n\n\
+A Tensor over the memory of any DLPack producer (NumPy, PyTorch, JAX, CuPy, ...) or of a raw \
+DLPack capsule, zero copy. Asks for a versioned capsule (max_version=(1, 3)) and falls back to a \
+keyword-less __dlpack__() for older producers; CUDA producers are asked for stream=1. device asks \
+the producer for a copy on that device; copy=True / False is passed on. A capsule can be consumed once."
+        .as_ptr(),
+};
+
+/// The builtin `dlbridge.from_dlpack`: a raw capsule, or a producer of a
+/// host type, with no `device` / `copy` request, is imported in C; every
+/// other call goes to `slow` (the Python function) with the same arguments.
+///
+/// # Safety
+/// GIL held; `tensor_type` is the `Tensor` class (instances hold their
+/// handle capsule in `_c`), `slow` a callable; both stay referenced here.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, slow: *mut c_void) -> *mut c_void {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: GIL held (whole body); new references are kept for the process.
+        unsafe {
+            let max_version = (api.tuple_new)(2);
+            let kwnames = (api.tuple_new)(1);
+            let (one, three) = ((api.long_from_long_long)(1), (api.long_from_long_long)(3));
+            let made = [max_version, kwnames, one, three];
+            if made.iter().any(|o| o.is_null()) {
+                return Err(Raised(()));
+            }
+            (api.tuple_set_item)(max_version, 0, one);
+            (api.tuple_set_item)(max_version, 1, three);
+            (api.tuple_set_item)(kwnames, 0, (api.intern)(c"max_version".as_ptr()));
+            (api.incref)(tensor_type.cast());
+            (api.incref)(slow.cast());
+            let _ = FROM_DLPACK.set(FromDlpack {
+                tensor_type: tensor_type.cast(),
+                slow: slow.cast(),
+                dlpack: (api.intern)(c"__dlpack__".as_ptr()),
+                kwnames,
+                max_version,
+                device: (api.intern)(c"device".as_ptr()),
+                copy: (api.intern)(c"copy".as_ptr()),
+            });
+            let f = (api.cfunction_new)(&FROM_DLPACK_DEF, std::ptr::null_mut(), std::ptr::null_mut());
+            if f.is_null() { Err(Raised(())) } else { Ok(f.cast()) }
+        }
+    })
+}
+
+/// Marks `tp` as a type whose instances are in host memory (see `HOST_TYPES`).
+///
+/// # Safety
+/// GIL held; `tp` is a type object that lives as long as the process (a
+/// reference is kept).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_add_host_type(tp: *mut c_void) {
+    let Some(api) = api::try_get() else { return };
+    let mut types = HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner());
+    if !types.contains(&(tp as usize)) {
+        // SAFETY: GIL held; the reference is kept with the entry.
+        unsafe { (api.incref)(tp.cast()) };
+        types.push(tp as usize);
+    }
+}
+
+/// The capsule to import for a plain call (no positional argument but `x`,
+/// keywords absent or None): `x` itself if it is a DLPack capsule, or
+/// `x.__dlpack__(max_version=(1, 3))` for a host type; Ok(None) when the
+/// Python function must answer.
+///
+/// # Safety
+/// GIL held; the vectorcall arguments as CPython passes them.
+unsafe fn plain_capsule(
+    api: &Api,
+    st: &FromDlpack,
+    args: *const Obj,
+    nargs: isize,
+    kwnames: Obj,
+) -> Result<Option<(Obj, bool)>, Raised> {
+    if nargs != 1 {
+        return Ok(None);
+    }
+    // SAFETY: GIL held; `args` holds `x` then one value per keyword (whole body).
+    unsafe {
+        let count = if kwnames.is_null() { 0 } else { (api.tuple_size)(kwnames) };
+        for i in 0..count {
+            let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(1 + i));
+            let known = is_name(api, name, st.device, c"device") || is_name(api, name, st.copy, c"copy");
+            if !known || value != api.none {
+                return Ok(None);
+            }
+        }
+        let x = *args;
+        if (api.capsule_is_valid)(x, c"dltensor_versioned".as_ptr()) == 1
+            || (api.capsule_is_valid)(x, c"dltensor".as_ptr()) == 1
+        {
+            return Ok(Some((x, false)));
+        }
+        let tp = (api.type_of)(x);
+        (api.decref)(tp); // the type outlives this call: `x` holds it
+        if !HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner()).contains(&(tp as usize)) {
+            return Ok(None);
+        }
+        let call = [x, st.max_version];
+        let capsule = (api.vectorcall_method)(st.dlpack, call.as_ptr(), 1, st.kwnames);
+        if capsule.is_null() { Err(Raised(())) } else { Ok(Some((capsule, true))) }
+    }
+}
+
+/// `dlbridge.from_dlpack` (see `dlb_py_from_dlpack_function`).
+unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
+    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
+    let nargs = (nargsf & !ARGUMENTS_OFFSET) as isize;
+    py_guard(std::ptr::null_mut(), |api| {
+        let Some(st) = FROM_DLPACK.get() else {
+            // SAFETY: CPython calls functions with the GIL held.
+            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge.from_dlpack is not initialised") });
+        };
+        // SAFETY: CPython calls functions with the GIL held and its own arguments.
+        let Some((capsule, owned)) = (unsafe { plain_capsule(api, st, args, nargs, kwnames) })? else {
+            // SAFETY: GIL held; the caller's arguments, passed on as they came.
+            let out = unsafe { (api.vectorcall)(st.slow, args, nargsf, kwnames) };
+            return if out.is_null() { Err(Raised(())) } else { Ok(out) };
+        };
+        // SAFETY: GIL held; a live capsule (released below if it is ours).
+        let handle = unsafe { dlb_py_from_capsule(capsule.cast()) }.cast::<api::PyObject>();
+        if owned {
+            // SAFETY: the reference __dlpack__ returned.
+            unsafe { (api.decref)(capsule) };
+        }
+        if handle.is_null() {
+            return Err(Raised(()));
+        }
+        let Some(names) = NAMES.get() else {
+            // SAFETY: GIL held; the handle capsule is ours to drop.
+            unsafe { (api.decref)(handle) };
+            // SAFETY: GIL held.
+            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's methods are not initialised") });
+        };
+        // SAFETY: GIL held; a new instance of the Tensor class (what
+        // object.__new__ makes), given its handle capsule.
+        unsafe {
+            let t = (api.generic_alloc)(st.tensor_type, 0);
+            let ok = !t.is_null() && (api.set_attr)(t, names.handle, handle) == 0;
+            (api.decref)(handle);
+            if ok {
+                Ok(t)
+            } else {
+                if !t.is_null() {
+                    (api.decref)(t);
+                }
+                Err(Raised(()))
+            }
+        }
+    })
+}

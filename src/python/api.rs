@@ -40,7 +40,8 @@ PyErr_SetString,Py_IncRef,Py_DecRef,PyGILState_Ensure,PyGILState_Release,Py_IsFi
 PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,PyTuple_SetItem,\
 PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString,PyDescr_NewMethod,PyObject_GetAttr,\
 PyUnicode_InternFromString,PyObject_VectorcallMethod,PyTuple_Size,PyTuple_GetItem,PyLong_AsLong,\
-PyUnicode_CompareWithASCIIString,PyErr_Clear";
+PyUnicode_CompareWithASCIIString,PyErr_Clear,PyObject_Type,PyCFunction_NewEx,PyType_GenericAlloc,\
+PyObject_SetAttr,PyObject_Vectorcall";
 
 /// The builtin objects, in registration order (their `id()`).
 pub const OBJECT_NAMES: &CStr = c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
@@ -114,6 +115,11 @@ pub struct Api {
     pub long_as_long: unsafe extern "C" fn(Obj) -> std::ffi::c_long,
     pub unicode_eq_ascii: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
     pub err_clear: unsafe extern "C" fn(),
+    pub type_of: unsafe extern "C" fn(Obj) -> Obj,
+    pub cfunction_new: unsafe extern "C" fn(*const PyMethodDef, Obj, Obj) -> Obj,
+    pub generic_alloc: unsafe extern "C" fn(Obj, isize) -> Obj,
+    pub set_attr: unsafe extern "C" fn(Obj, Obj, Obj) -> c_int,
+    pub vectorcall: unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj,
     pub none: Obj,
     pub true_: Obj,
     pub false_: Obj,
@@ -191,6 +197,11 @@ pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
             long_as_long: fn_at(funcs[25]),
             unicode_eq_ascii: fn_at(funcs[26]),
             err_clear: fn_at(funcs[27]),
+            type_of: fn_at(funcs[28]),
+            cfunction_new: fn_at(funcs[29]),
+            generic_alloc: fn_at(funcs[30]),
+            set_attr: fn_at(funcs[31]),
+            vectorcall: fn_at(funcs[32]),
             none: objects[0],
             true_: objects[1],
             false_: objects[2],
