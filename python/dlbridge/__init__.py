@@ -114,7 +114,9 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     if type(x) is _CapsuleType:
         return from_dlpack(x, copy=copy)
     interface = None
-    if hasattr(x, "__dlpack__"):
+    if not getattr(getattr(x, "dtype", None), "isnative", True):
+        interface = getattr(x, "__array_interface__", None)  # other byte order: DLPack would refuse it
+    if interface is None and hasattr(x, "__dlpack__"):
         try:
             return from_dlpack(x, copy=copy)
         except BufferError:
@@ -163,9 +165,10 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cud
         c.strides = strides_arr
     c.data = int(data[0]) + int(ai.get("offset", 0))
     c.readonly = bool(data[1])
-    name = getattr(getattr(owner, "dtype", None), "name", None)
+    # ml_dtypes arrays say "<V2", "<V1" or even "<f1" (NumPy's dtype.name is slow: only asked then).
+    vague = typestr[1:2] == b"V" or typestr[1:] == b"f1"
+    name = getattr(getattr(owner, "dtype", None), "name", None) if vague else None
     if name in _ML_DTYPES:
-        # ml_dtypes arrays say "<V2", "<V1" or even "<f1": the dtype name says which type.
         _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
     if cuda:
         device = ctypes.c_int32(0)
