@@ -255,6 +255,16 @@ pub extern "C" fn dlb_py_raise_last() -> *mut c_void {
     })
 }
 
+/// Python objects kept for the life of the process (a reference held), used
+/// only with the GIL held.
+struct Kept<T>(T);
+
+// SAFETY: the objects are only touched with the GIL held, which serialises
+// every use; they are never freed.
+unsafe impl<T> Send for Kept<T> {}
+// SAFETY: as above; never mutated after they are made.
+unsafe impl<T> Sync for Kept<T> {}
+
 /// Interned names the C-level `__dlpack__` compares and looks up.
 struct Names {
     handle: Obj,
@@ -265,13 +275,7 @@ struct Names {
     copy: Obj,
 }
 
-// SAFETY: interned strings live as long as the interpreter and are only used
-// with the GIL held.
-unsafe impl Send for Names {}
-// SAFETY: as above; never mutated.
-unsafe impl Sync for Names {}
-
-static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+static NAMES: std::sync::OnceLock<Kept<Names>> = std::sync::OnceLock::new();
 
 static DLPACK_DEF: api::PyMethodDef = api::PyMethodDef {
     name: c"__dlpack__".as_ptr(),
@@ -293,7 +297,7 @@ static DEVICE_DEF: api::PyMethodDef = api::PyMethodDef {
 /// `Tensor.__dlpack_device__` (see `dlb_py_methods`).
 unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
-        let Some(names) = NAMES.get() else {
+        let Some(Kept(names)) = NAMES.get() else {
             // SAFETY: CPython calls methods with the GIL held.
             return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's methods are not initialised") });
         };
@@ -336,7 +340,7 @@ pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void) -> *mut c_void {
         if all.iter().any(|n| n.is_null()) {
             return Err(Raised(()));
         }
-        let _ = NAMES.set(names);
+        let _ = NAMES.set(Kept(names));
         // SAFETY: GIL held; a type object and static method definitions; the
         // new references go into the tuple (which steals them) or are dropped.
         unsafe {
@@ -412,7 +416,7 @@ unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize
 /// `Tensor.__dlpack__` (see `dlb_py_methods`).
 unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
-        let Some(names) = NAMES.get() else {
+        let Some(Kept(names)) = NAMES.get() else {
             // SAFETY: CPython calls methods with the GIL held.
             return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's __dlpack__ is not initialised") });
         };
@@ -459,13 +463,7 @@ struct FromDlpack {
     copy: Obj,
 }
 
-// SAFETY: objects kept alive for the process (references held here), used
-// only with the GIL held.
-unsafe impl Send for FromDlpack {}
-// SAFETY: as above; never mutated.
-unsafe impl Sync for FromDlpack {}
-
-static FROM_DLPACK: std::sync::OnceLock<FromDlpack> = std::sync::OnceLock::new();
+static FROM_DLPACK: std::sync::OnceLock<Kept<FromDlpack>> = std::sync::OnceLock::new();
 
 /// Types whose instances are always in host memory (NumPy's arrays), told by
 /// the package once it has seen one: they are not asked for their device.
@@ -507,7 +505,7 @@ pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, s
             (api.tuple_set_item)(kwnames, 0, (api.intern)(c"max_version".as_ptr()));
             (api.incref)(tensor_type.cast());
             (api.incref)(slow.cast());
-            let _ = FROM_DLPACK.set(FromDlpack {
+            let _ = FROM_DLPACK.set(Kept(FromDlpack {
                 tensor_type: tensor_type.cast(),
                 slow: slow.cast(),
                 dlpack: (api.intern)(c"__dlpack__".as_ptr()),
@@ -515,7 +513,7 @@ pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, s
                 max_version,
                 device: (api.intern)(c"device".as_ptr()),
                 copy: (api.intern)(c"copy".as_ptr()),
-            });
+            }));
             let f = (api.cfunction_new)(&FROM_DLPACK_DEF, std::ptr::null_mut(), std::ptr::null_mut());
             if f.is_null() { Err(Raised(())) } else { Ok(f.cast()) }
         }
@@ -587,7 +585,7 @@ unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf
     const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
     let nargs = (nargsf & !ARGUMENTS_OFFSET) as isize;
     py_guard(std::ptr::null_mut(), |api| {
-        let Some(st) = FROM_DLPACK.get() else {
+        let Some(Kept(st)) = FROM_DLPACK.get() else {
             // SAFETY: CPython calls functions with the GIL held.
             return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge.from_dlpack is not initialised") });
         };
@@ -606,7 +604,7 @@ unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf
         if handle.is_null() {
             return Err(Raised(()));
         }
-        let Some(names) = NAMES.get() else {
+        let Some(Kept(names)) = NAMES.get() else {
             // SAFETY: GIL held; the handle capsule is ours to drop.
             unsafe { (api.decref)(handle) };
             // SAFETY: GIL held.
