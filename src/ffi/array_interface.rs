@@ -11,6 +11,7 @@ use super::tensor::{dims, dlb_release_fn, dlb_tensor, into_handle, missing_shape
 use crate::array_interface::{self, Fields, VERSION};
 use crate::device::Device;
 use crate::error::{Result, bail};
+use crate::tensor::Tensor;
 
 /// The fields of NumPy's `__array_interface__` (version 3), or of
 /// `__cuda_array_interface__` when `device` is a CUDA device.
@@ -110,14 +111,28 @@ pub unsafe extern "C" fn dlb_tensor_from_array_interface(
     ctx: *mut c_void,
     out: *mut *mut dlb_tensor,
 ) -> dlb_status {
+    // SAFETY: forwarded contract; memory validity and `release` are the caller's.
+    unsafe { from_fields(ai, out, |fields| array_interface::import(fields, release, ctx)) }
+}
+
+/// The shared body of the array-interface entry points: checks `ai` and
+/// `out`, translates the struct, and hands `*out` the tensor `make` builds.
+///
+/// # Safety
+/// `ai` NULL or a filled struct whose arrays have `ndim` values; `out` NULL
+/// or writable.
+unsafe fn from_fields(
+    ai: *const dlb_array_interface,
+    out: *mut *mut dlb_tensor,
+    make: impl FnOnce(&Fields<'_>) -> Result<Tensor>,
+) -> dlb_status {
     guard::status(|| {
         // SAFETY: `ai` is NULL or valid by contract.
         let ai = unsafe { arg(ai, "ai") }?;
         let out = non_null(out, "out")?;
         // SAFETY: the arrays have `ndim` values by contract.
         let fields = unsafe { fields_of(ai) }?;
-        // SAFETY: memory validity and `release` are the caller's contract.
-        let tensor = unsafe { array_interface::import(&fields, release, ctx) }?;
+        let tensor = make(&fields)?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(into_handle(tensor)) };
         Ok(())
@@ -167,18 +182,8 @@ pub unsafe extern "C" fn dlb_tensor_copy_from_array_interface(
     ai: *const dlb_array_interface,
     out: *mut *mut dlb_tensor,
 ) -> dlb_status {
-    guard::status(|| {
-        // SAFETY: `ai` is NULL or valid by contract.
-        let ai = unsafe { arg(ai, "ai") }?;
-        let out = non_null(out, "out")?;
-        // SAFETY: the arrays have `ndim` values by contract.
-        let fields = unsafe { fields_of(ai) }?;
-        // SAFETY: the memory is readable during the call by contract.
-        let tensor = unsafe { array_interface::import_copy(&fields) }?;
-        // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(into_handle(tensor)) };
-        Ok(())
-    })
+    // SAFETY: forwarded contract; the memory is readable during the call.
+    unsafe { from_fields(ai, out, |fields| array_interface::import_copy(fields)) }
 }
 
 fn typestr_of(raw: &[c_char; 8]) -> Result<&str> {

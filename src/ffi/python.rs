@@ -277,6 +277,37 @@ struct Names {
 
 static NAMES: std::sync::OnceLock<Kept<Names>> = std::sync::OnceLock::new();
 
+/// The interned names (made by `dlb_py_methods` when the package loads).
+///
+/// # Safety
+/// GIL held.
+unsafe fn names(api: &Api) -> Result<&'static Names, Raised> {
+    match NAMES.get() {
+        Some(Kept(names)) => Ok(names),
+        // SAFETY: GIL held by contract.
+        None => Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's C methods are not initialised") }),
+    }
+}
+
+/// A new reference, or Raised when CPython returned NULL with an exception set.
+fn new_ref(o: Obj) -> Result<Obj, Raised> {
+    if o.is_null() { Err(Raised(())) } else { Ok(o) }
+}
+
+/// What `make` builds from `this._c`, the Tensor's handle capsule (one of
+/// the `dlb_py_*` entry points above).
+///
+/// # Safety
+/// GIL held; `this` is a live Tensor.
+unsafe fn from_handle(api: &Api, this: Obj, make: impl FnOnce(*mut c_void) -> *mut c_void) -> Result<Obj, Raised> {
+    // SAFETY: GIL held and a live object (contract); the new reference is released below.
+    let capsule = new_ref(unsafe { (api.get_attr)(this, names(api)?.handle) })?;
+    let made = make(capsule.cast());
+    // SAFETY: the reference `get_attr` returned.
+    unsafe { (api.decref)(capsule) };
+    new_ref(made.cast())
+}
+
 static DLPACK_DEF: api::PyMethodDef = api::PyMethodDef {
     name: c"__dlpack__".as_ptr(),
     meth: dlpack_method as *const c_void,
@@ -297,20 +328,9 @@ static DEVICE_DEF: api::PyMethodDef = api::PyMethodDef {
 /// `Tensor.__dlpack_device__` (see `dlb_py_methods`).
 unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
-        let Some(Kept(names)) = NAMES.get() else {
-            // SAFETY: CPython calls methods with the GIL held.
-            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's methods are not initialised") });
-        };
-        // SAFETY: GIL held; `this` is a live Tensor (the descriptor checks the type).
-        let capsule = unsafe { (api.get_attr)(this, names.handle) };
-        if capsule.is_null() {
-            return Err(Raised(()));
-        }
-        // SAFETY: GIL held; a live object, released once below.
-        let made = unsafe { dlb_py_device(capsule.cast()) };
-        // SAFETY: the reference `get_attr` returned.
-        unsafe { (api.decref)(capsule) };
-        if made.is_null() { Err(Raised(())) } else { Ok(made.cast()) }
+        // SAFETY: CPython calls methods with the GIL held, on a live Tensor (the
+        // descriptor checks the type); `dlb_py_device` gets a live capsule.
+        unsafe { from_handle(api, this, |c| dlb_py_device(c)) }
     })
 }
 
@@ -416,24 +436,13 @@ unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize
 /// `Tensor.__dlpack__` (see `dlb_py_methods`).
 unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
-        let Some(Kept(names)) = NAMES.get() else {
-            // SAFETY: CPython calls methods with the GIL held.
-            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's __dlpack__ is not initialised") });
-        };
+        // SAFETY: CPython calls methods with the GIL held.
+        let names = unsafe { names(api) }?;
         // SAFETY: CPython calls methods with the GIL held and its own arguments.
         match unsafe { plain_request(api, names, args, nargs, kwnames) } {
-            Some(versioned) => {
-                // SAFETY: GIL held; `this` is a live Tensor (the descriptor checks the type).
-                let capsule = unsafe { (api.get_attr)(this, names.handle) };
-                if capsule.is_null() {
-                    return Err(Raised(()));
-                }
-                // SAFETY: GIL held; a live object, released once below.
-                let made = unsafe { dlb_py_to_capsule(capsule.cast(), versioned, false) };
-                // SAFETY: the reference `get_attr` returned.
-                unsafe { (api.decref)(capsule) };
-                if made.is_null() { Err(Raised(())) } else { Ok(made.cast()) }
-            }
+            // SAFETY: GIL held, a live Tensor (the descriptor checks the type);
+            // `dlb_py_to_capsule` gets a live capsule.
+            Some(versioned) => unsafe { from_handle(api, this, |c| dlb_py_to_capsule(c, versioned, false)) },
             None => {
                 // Everything else: `this._dlpack_slow(*args, **kwargs)`, same arguments.
                 // SAFETY: GIL held; `kwnames` is NULL or a tuple.
@@ -444,8 +453,7 @@ unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kw
                     all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, (nargs + count) as usize) });
                 }
                 // SAFETY: GIL held; method name, self first, then the caller's arguments.
-                let out = unsafe { (api.vectorcall_method)(names.slow, all.as_ptr(), (nargs + 1) as usize, kwnames) };
-                if out.is_null() { Err(Raised(())) } else { Ok(out) }
+                new_ref(unsafe { (api.vectorcall_method)(names.slow, all.as_ptr(), (nargs + 1) as usize, kwnames) })
             }
         }
     })
@@ -514,8 +522,7 @@ pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, s
                 device: (api.intern)(c"device".as_ptr()),
                 copy: (api.intern)(c"copy".as_ptr()),
             }));
-            let f = (api.cfunction_new)(&FROM_DLPACK_DEF, std::ptr::null_mut(), std::ptr::null_mut());
-            if f.is_null() { Err(Raised(())) } else { Ok(f.cast()) }
+            new_ref((api.cfunction_new)(&FROM_DLPACK_DEF, std::ptr::null_mut(), std::ptr::null_mut())).map(|f| f.cast())
         }
     })
 }
@@ -576,7 +583,7 @@ unsafe fn plain_capsule(
         }
         let call = [x, st.max_version];
         let capsule = (api.vectorcall_method)(st.dlpack, call.as_ptr(), 1, st.kwnames);
-        if capsule.is_null() { Err(Raised(())) } else { Ok(Some((capsule, true))) }
+        new_ref(capsule).map(|c| Some((c, true)))
     }
 }
 
@@ -589,11 +596,12 @@ unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf
             // SAFETY: CPython calls functions with the GIL held.
             return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge.from_dlpack is not initialised") });
         };
+        // SAFETY: CPython calls functions with the GIL held.
+        let names = unsafe { names(api) }?;
         // SAFETY: CPython calls functions with the GIL held and its own arguments.
         let Some((capsule, owned)) = (unsafe { plain_capsule(api, st, args, nargs, kwnames) })? else {
             // SAFETY: GIL held; the caller's arguments, passed on as they came.
-            let out = unsafe { (api.vectorcall)(st.slow, args, nargsf, kwnames) };
-            return if out.is_null() { Err(Raised(())) } else { Ok(out) };
+            return new_ref(unsafe { (api.vectorcall)(st.slow, args, nargsf, kwnames) });
         };
         // SAFETY: GIL held; a live capsule (released below if it is ours).
         let handle = unsafe { dlb_py_from_capsule(capsule.cast()) }.cast::<api::PyObject>();
@@ -601,29 +609,18 @@ unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf
             // SAFETY: the reference __dlpack__ returned.
             unsafe { (api.decref)(capsule) };
         }
-        if handle.is_null() {
-            return Err(Raised(()));
-        }
-        let Some(Kept(names)) = NAMES.get() else {
-            // SAFETY: GIL held; the handle capsule is ours to drop.
-            unsafe { (api.decref)(handle) };
-            // SAFETY: GIL held.
-            return Err(unsafe { Raised::with(api, Exc::Runtime, "dlbridge's methods are not initialised") });
-        };
+        let handle = new_ref(handle)?;
         // SAFETY: GIL held; a new instance of the Tensor class (what
-        // object.__new__ makes), given its handle capsule.
+        // object.__new__ makes), given its handle capsule (whose reference
+        // this function drops either way).
         unsafe {
             let t = (api.generic_alloc)(st.tensor_type, 0);
             let ok = !t.is_null() && (api.set_attr)(t, names.handle, handle) == 0;
             (api.decref)(handle);
-            if ok {
-                Ok(t)
-            } else {
-                if !t.is_null() {
-                    (api.decref)(t);
-                }
-                Err(Raised(()))
+            if !ok && !t.is_null() {
+                (api.decref)(t);
             }
+            if ok { Ok(t) } else { Err(Raised(())) }
         }
     })
 }
