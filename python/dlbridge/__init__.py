@@ -68,7 +68,7 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
 # them for their device (filled as they are seen: NumPy's arrays).
 _HOST_TYPES: set = set()
 # kDLCUDA and kDLCUDAManaged: the legacy default stream (1); kDLROCM: its default stream (0).
-_STREAM_DEVICES = {2: 1, 13: 1, 10: 0}
+_STREAM_TO_ASK = {2: 1, 13: 1, 10: 0}
 
 
 def _consumer_stream(x: Any) -> Optional[int]:
@@ -82,7 +82,7 @@ def _consumer_stream(x: Any) -> Optional[int]:
     if device_type == 1 and type(x).__module__ == "numpy":
         _HOST_TYPES.add(type(x))
         _lib.add_host_type(type(x))
-    return _STREAM_DEVICES.get(int(device_type))
+    return _STREAM_TO_ASK.get(int(device_type))
 
 
 # The plain calls (a capsule, or a NumPy array, with no device or copy
