@@ -426,9 +426,11 @@ const char *dlb_status_name(int status);
 // dlbridge and stays valid until the next failing call on this thread.
 const char *dlb_last_error_message(void);
 
-// Tensors alive in this process: `dlb_tensor` handles, exported DLPack
-// tensors whose deleter has not run yet, and internal views. A program
-// that freed everything sees 0. For leak tests.
+// Tensor views alive in this process. A view lives while any of its
+// holders does: `dlb_tensor` handles (and their retains), exported DLPack
+// tensors whose deleter has not run yet (an export holds the view it was
+// made from), other views of its memory. A program that freed everything
+// sees 0. For leak tests.
 size_t dlb_live_tensor_count(void);
 
 // The library's version, "MAJOR.MINOR.PATCH" (static; compare with
@@ -552,15 +554,17 @@ bool dlb_tensor_is_contiguous(const struct dlb_tensor *t);
 // `t` must be NULL or a live handle.
 size_t dlb_tensor_nbytes(const struct dlb_tensor *t);
 
-// A new handle on the same view and memory; free each handle separately.
+// One more reference to handle `t`: returns `t` itself (handles are
+// reference counted), to be freed once more with `dlb_tensor_free`.
 // NULL when `t` is NULL.
 //
 // # Safety
 // `t` must be NULL or a live handle.
 struct dlb_tensor *dlb_tensor_retain(const struct dlb_tensor *t);
 
-// Frees a handle. The memory is released when its last holder (handle or
-// exported DLPack tensor) is gone. `dlb_tensor_free(NULL)` does nothing.
+// Frees a handle (one reference to it, see `dlb_tensor_retain`). The
+// memory is released when its last holder (handle or exported DLPack
+// tensor) is gone. `dlb_tensor_free(NULL)` does nothing.
 //
 // # Safety
 // `t` must be NULL or a live handle, not used afterwards.

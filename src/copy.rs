@@ -108,7 +108,7 @@ fn gather_on_host(src: &Tensor) -> Result<Tensor> {
         byte_offset: 0,
         flags: 0,
     };
-    let view = Tensor::with_owner(crate::owner::Owner::Host(staging), &raw)?;
+    let view = Tensor::with_owner(&raw, || crate::owner::Owner::Host(staging))?;
     contiguous(&view)
 }
 

@@ -73,6 +73,23 @@ impl DType {
     /// spec demands). `lanes >= 1`; a vector of sub-byte elements must fill
     /// whole bytes. Opaque handles (code 3) have no agreed meaning: refused.
     pub fn new(dt: DLDataType) -> Result<DType> {
+        // The common scalar types in a few instructions: for codes 0..=6, the
+        // allowed power-of-two widths as a bit set over log2(bits).
+        const SCALAR: [u8; 7] = [
+            0b111_1100,  // int: 4, 8, 16, 32, 64
+            0b111_1100,  // uint
+            0b111_0000,  // float: 16, 32, 64
+            0,           // opaque handle: never
+            0b001_0000,  // bfloat: 16
+            0b1110_0000, // complex: 32, 64, 128
+            0b000_1000,  // bool: 8
+        ];
+        if dt.lanes == 1
+            && dt.bits.is_power_of_two()
+            && SCALAR.get(usize::from(dt.code.0)).is_some_and(|m| m & (1 << dt.bits.trailing_zeros()) != 0)
+        {
+            return Ok(DType(dt));
+        }
         let DLDataType { code, bits, lanes } = dt;
         let allowed: &[u8] = match code {
             Code::INT | Code::UINT => &[4, 8, 16, 32, 64],

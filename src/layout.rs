@@ -11,6 +11,47 @@ pub const MAX_NDIM: usize = 64;
 /// Shape or strides; inline up to 6 dimensions.
 pub type Dims = SmallVec<[i64; 6]>;
 
+/// Dimensions kept inline in a [`Dims`].
+const INLINE: usize = 6;
+
+/// Copies dimensions into new [`Dims`]. Up to six are moved as a
+/// constant-size copy per length: a call to `memcpy` for one or two values
+/// would cost more than the copy (this is on every import's path).
+pub fn dims(s: &[i64]) -> Dims {
+    let mut buf = std::mem::MaybeUninit::<[i64; INLINE]>::uninit();
+    let dst = buf.as_mut_ptr().cast::<i64>();
+    if s.len() > INLINE {
+        return Dims::from_slice(s);
+    }
+    // SAFETY: at most `INLINE` values are copied into the buffer, and the
+    // vector reads only the first `s.len()`.
+    unsafe {
+        copy_dims(s, dst);
+        Dims::from_buf_and_len_unchecked(buf, s.len())
+    }
+}
+
+/// Copies `src` to `dst` as [`dims`] does (constant-size copies up to six).
+///
+/// # Safety
+/// `dst` must be writable for `src.len()` values and not overlap `src`.
+pub unsafe fn copy_dims(src: &[i64], dst: *mut i64) {
+    let s = src.as_ptr();
+    // SAFETY: `src.len()` values are read and written, by contract.
+    unsafe {
+        match src.len() {
+            0 => {}
+            1 => std::ptr::copy_nonoverlapping(s, dst, 1),
+            2 => std::ptr::copy_nonoverlapping(s, dst, 2),
+            3 => std::ptr::copy_nonoverlapping(s, dst, 3),
+            4 => std::ptr::copy_nonoverlapping(s, dst, 4),
+            5 => std::ptr::copy_nonoverlapping(s, dst, 5),
+            6 => std::ptr::copy_nonoverlapping(s, dst, 6),
+            n => std::ptr::copy_nonoverlapping(s, dst, n),
+        }
+    }
+}
+
 /// Checks a C `ndim`.
 pub fn check_ndim(ndim: i32) -> Result<usize> {
     match usize::try_from(ndim) {
@@ -118,32 +159,34 @@ impl Extent {
 /// The byte extent of `numel` elements of `itemsize` bytes laid out by
 /// `shape` and `strides` (elements). Also refuses any stride whose byte
 /// value overflows 64 bits, so byte strides can always be derived later.
+/// Every step is checked 64-bit arithmetic: any intermediate value past
+/// `i64` would make the span overflow `isize` anyway.
 pub fn byte_extent(shape: &[i64], strides: &[i64], itemsize: usize, numel: u64) -> Result<Extent> {
-    let item = itemsize as i128;
-    let limit = i64::MAX as i128;
-    let mut lo: i128 = 0;
-    let mut hi: i128 = item;
+    let item = itemsize as i64;
+    let (mut lo, mut hi) = (0i64, item);
     for (i, (&d, &s)) in shape.iter().zip(strides).enumerate() {
-        if (s as i128 * item).abs() > limit {
+        // `i64::MIN` bytes has no positive counterpart: refused as well.
+        let Some(step) = s.checked_mul(item).filter(|b| *b != i64::MIN) else {
             bail!(Overflow, "strides[{i}] = {s} elements of {itemsize} bytes overflows 64-bit byte strides");
-        }
+        };
         if numel == 0 {
             continue; // nothing is touched: any stride is fine
         }
-        let reach = (d as i128 - 1) * s as i128 * item;
-        if s < 0 {
-            lo += reach
-        } else {
-            hi += reach
-        }
-        if -lo > limit || hi > limit || hi - lo > isize::MAX as i128 {
+        // `d >= 1` here (no dimension is 0 when there are elements).
+        let reach = (d - 1).checked_mul(step);
+        let ok = match reach {
+            Some(r) if r < 0 => lo.checked_add(r).map(|v| lo = v).is_some(),
+            Some(r) => hi.checked_add(r).map(|v| hi = v).is_some(),
+            None => false,
+        };
+        if !ok || hi.checked_sub(lo).is_none() {
             bail!(Overflow, "shape {shape:?} with strides {strides:?}: byte extent overflows");
         }
     }
     if numel == 0 {
         return Ok(Extent { lo: 0, hi: 0 });
     }
-    Ok(Extent { lo: lo as i64, hi: hi as i64 })
+    Ok(Extent { lo, hi })
 }
 
 /// Bytes of `numel` packed sub-byte elements of `bits` each.

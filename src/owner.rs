@@ -1,6 +1,7 @@
-//! Who keeps a tensor's memory alive. One `Owner` is shared (through an
-//! `Arc`) by every view, handle and export of the same memory; dropping the
-//! last one frees the buffer or runs the foreign release exactly once.
+//! Who keeps a tensor's memory alive. Each `Owner` lives in the block of
+//! one tensor view; other views of the same memory hold that view
+//! (`Owner::Parent`). Dropping the last holder frees the buffer or runs the
+//! foreign release exactly once.
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -32,6 +33,9 @@ pub(crate) enum Owner {
     /// Pinned host memory of ours (freed by its Drop).
     #[cfg(feature = "cuda")]
     Pinned(#[allow(dead_code)] crate::cuda::PinnedBuffer),
+    /// Another view's memory: that tensor (which has an owner of its own
+    /// kind) stays alive as long as this one.
+    Parent(#[allow(dead_code)] crate::tensor::Tensor),
 }
 
 // SAFETY: the data pointers are never dereferenced through `Owner`; it only
@@ -44,7 +48,7 @@ unsafe impl Sync for Owner {}
 impl Drop for Owner {
     fn drop(&mut self) {
         match self {
-            Owner::Host(_) => {}
+            Owner::Host(_) | Owner::Parent(_) => {}
             #[cfg(feature = "cuda")]
             Owner::Device(_) | Owner::Pinned(_) => {}
             Owner::Borrowed { release, ctx } => {

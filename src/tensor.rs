@@ -1,13 +1,17 @@
 //! The one internal type: a reference-counted tensor view.
 //!
 //! Every input (wrapped pointer, DLPack import, array interface) becomes a
-//! `Tensor`; every output is made from one. A `Tensor` is an `Arc` on the
-//! memory's `Owner` plus validated metadata; clones share the owner.
+//! `Tensor`; every output is made from one. A `Tensor` is one `Arc`'d block
+//! holding the memory's `Owner` and the validated metadata; clones share it.
 
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::Arc;
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use triomphe::{Arc, UniqueArc};
 
 use dlpark::ffi::{self, DLDataType, DLDevice, DLDeviceType, DLTensor};
 
@@ -87,39 +91,57 @@ impl RawView<'_> {
     /// Checks everything a consumer must check before touching foreign
     /// memory: device, dtype, flags, dimensions, element count, strides,
     /// byte extent and address arithmetic, NULL data.
+    #[cfg(test)]
     pub(crate) fn validate(&self) -> Result<View> {
+        let mut view = MaybeUninit::uninit();
+        self.validate_into(&mut view)?;
+        // SAFETY: written on success.
+        Ok(unsafe { view.assume_init() })
+    }
+
+    /// As `validate`, writing the view in place (into a tensor's block, with
+    /// no copy of it on the way); `out` is written only on success.
+    fn validate_into(&self, out: &mut MaybeUninit<View>) -> Result<()> {
         let device = Device::new(self.device)?;
         let dtype = DType::new(self.dtype)?;
         let flags = Flags(self.flags);
         if flags.0 & !Flags::KNOWN.0 != 0 {
             bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
-        let _ = layout::check_ndim(i32::try_from(self.shape.len()).unwrap_or(i32::MAX))?;
+        if self.shape.len() > layout::MAX_NDIM {
+            bail!(InvalidNdim, "ndim is {}: must be between 0 and {}", self.shape.len(), layout::MAX_NDIM);
+        }
         let (numel, span) = layout::sizes(self.shape)?;
-        let strides: Dims = match self.strides {
-            Some(s) => Dims::from_slice(s),
-            None => layout::row_major(self.shape),
-        };
+        let itemsize = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED));
         // A compact copy must be possible, as NumPy requires of every array:
         // the elements (strides of 0 can make the view itself tiny) and the
         // row-major strides (zero dimensions counted as 1) fit in isize bytes.
-        if let Some(itemsize) = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED))
-            && span.checked_mul(itemsize as u64).is_none_or(|b| b > isize::MAX as u64)
-        {
+        let compact = match itemsize {
+            Some(size) => span.checked_mul(size as u64).filter(|b| *b <= isize::MAX as u64),
+            None => Some(0),
+        };
+        let Some(compact) = compact else {
             bail!(
                 Overflow,
-                "shape {:?} of {itemsize}-byte elements overflows the address space once compacted",
-                self.shape
+                "shape {:?} of {}-byte elements overflows the address space once compacted",
+                self.shape,
+                itemsize.unwrap_or(0)
             );
-        }
-        let extent = match dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED)) {
-            Some(itemsize) => layout::byte_extent(self.shape, &strides, itemsize, numel)?,
-            None => {
+        };
+        let (strides, extent) = match (self.strides, itemsize) {
+            // Row-major: the compact size bounds every stride and the extent.
+            (None, Some(_)) => (
+                layout::row_major(self.shape),
+                layout::Extent { lo: 0, hi: if numel == 0 { 0 } else { compact as i64 } },
+            ),
+            (Some(s), Some(size)) => (layout::dims(s), layout::byte_extent(self.shape, s, size, numel)?),
+            (s, None) => {
+                let strides = s.map_or_else(|| layout::row_major(self.shape), layout::dims);
                 if !layout::is_row_major(self.shape, &strides) {
                     bail!(InvalidStrides, "packed {dtype} data must be compact row-major (strides {strides:?})");
                 }
                 let bytes = layout::packed_bytes(numel, dtype.element_bits())?;
-                layout::Extent { lo: 0, hi: bytes as i64 }
+                (strides, layout::Extent { lo: 0, hi: bytes as i64 })
             }
         };
         if numel > 0 && self.data.is_null() {
@@ -144,28 +166,141 @@ impl RawView<'_> {
             }
             (self.data, self.byte_offset)
         };
-        Ok(View { data, byte_offset, shape: Dims::from_slice(self.shape), strides, dtype, device, flags, numel })
+        out.write(View { data, byte_offset, shape: layout::dims(self.shape), strides, dtype, device, flags, numel });
+        Ok(())
+    }
+}
+
+impl View {
+    fn dltensor(&self) -> DLTensor {
+        DLTensor {
+            data: if self.numel == 0 { std::ptr::null_mut() } else { self.data },
+            device: self.device.raw(),
+            ndim: self.shape.len() as i32,
+            dtype: self.dtype.raw(),
+            shape: self.shape.as_ptr().cast_mut(),
+            strides: self.strides.as_ptr().cast_mut(),
+            byte_offset: self.byte_offset,
+        }
     }
 }
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// A view of memory kept alive by a shared owner.
-pub struct Tensor {
-    owner: Arc<Owner>,
+/// A view of memory kept alive by its owner: one reference-counted block
+/// holding the owner, the validated metadata (shape and strides inline up to
+/// six dimensions) and two caches. Clones share the block; a handle, an
+/// export and a Python object each hold one reference.
+///
+/// The block is a `triomphe::Arc`: no weak count (so one atomic operation
+/// fewer per release), and built in place (`UniqueArc`), so validation
+/// writes the view straight into the block.
+pub struct Tensor(Arc<Inner>);
+
+pub(crate) struct Inner {
     view: View,
+    /// The view as a `DLTensor` (`dlb_tensor_dltensor` returns it); it
+    /// points into this block, which never moves.
+    dl: DLTensor,
+    owner: Owner,
+    /// Strides in bytes (for the array interface), made on first use.
+    byte_strides: OnceLock<Dims>,
 }
 
 // SAFETY: `data` is only an address; `Tensor` never reads or writes through
 // it, and the owner is Send + Sync.
-unsafe impl Send for Tensor {}
-// SAFETY: as above; `Tensor` is immutable.
-unsafe impl Sync for Tensor {}
+unsafe impl Send for Inner {}
+// SAFETY: as above; the view is immutable and the cache is a `OnceLock`.
+unsafe impl Sync for Inner {}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A `Tensor` lent by a raw pointer from [`Tensor::into_raw`], for `'a`.
+pub(crate) struct TensorRef<'a> {
+    tensor: ManuallyDrop<Tensor>,
+    _lent: PhantomData<&'a Tensor>,
+}
+
+impl std::ops::Deref for TensorRef<'_> {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        &self.tensor
+    }
+}
 
 impl Tensor {
-    pub(crate) fn assemble(owner: Arc<Owner>, view: View) -> Tensor {
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Tensor { owner, view }
+    /// A tensor over `raw`'s layout on memory kept alive by the owner
+    /// `owner` makes, called only once `raw` passes validation (so a
+    /// borrowed memory's release is not called on failure, and an owner
+    /// moved into the closure is dropped).
+    pub(crate) fn with_owner(raw: &RawView<'_>, owner: impl FnOnce() -> Owner) -> Result<Tensor> {
+        let mut block = UniqueArc::<Inner>::new_uninit();
+        let inner = block.as_mut_ptr().cast::<Inner>();
+        // SAFETY: the block is ours alone; every field is written before it
+        // is assumed initialised (on error it is freed unread).
+        unsafe {
+            raw.validate_into(&mut *(&raw mut (*inner).view).cast::<MaybeUninit<View>>())?;
+            (&raw mut (*inner).dl).write((*inner).view.dltensor());
+            (&raw mut (*inner).owner).write(owner());
+            (&raw mut (*inner).byte_strides).write(OnceLock::new());
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            Ok(Tensor(UniqueArc::assume_init(block).shareable()))
+        }
+    }
+
+    /// Another view of the same memory, validated: it keeps this tensor's
+    /// memory alive (through the tensor that owns it, so chains never grow).
+    pub(crate) fn derive(&self, raw: &RawView<'_>) -> Result<Tensor> {
+        let root = match &self.0.owner {
+            Owner::Parent(root) => root.clone(),
+            _ => self.clone(),
+        };
+        Tensor::with_owner(raw, || Owner::Parent(root))
+    }
+
+    /// The tensor as one pointer (for handles), giving up this reference.
+    pub(crate) fn into_raw(self) -> *const c_void {
+        Arc::into_raw(self.0).cast()
+    }
+
+    /// The pointer [`Tensor::into_raw`] gives, keeping the reference.
+    pub(crate) fn as_raw(&self) -> *const c_void {
+        Arc::as_ptr(&self.0).cast()
+    }
+
+    /// Takes back the reference [`Tensor::into_raw`] gave up.
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw`, and its reference not be taken back before.
+    pub(crate) unsafe fn from_raw(p: *const c_void) -> Tensor {
+        // SAFETY: by contract, a reference given up by `into_raw`.
+        Tensor(unsafe { Arc::from_raw(p.cast::<Inner>()) })
+    }
+
+    /// Borrows the tensor behind a pointer from `into_raw` without taking
+    /// its reference.
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and its reference stay held for `'a`.
+    pub(crate) unsafe fn borrow_raw<'a>(p: *const c_void) -> TensorRef<'a> {
+        // SAFETY: by contract; `ManuallyDrop` keeps the reference where it is.
+        TensorRef { tensor: ManuallyDrop::new(unsafe { Tensor::from_raw(p) }), _lent: PhantomData }
+    }
+
+    /// Whether both are the same view (not merely the same memory).
+    #[cfg(test)]
+    pub(crate) fn same_view(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// References held on this view (handles, exports, clones).
+    #[cfg(test)]
+    pub(crate) fn references(&self) -> usize {
+        Arc::count(&self.0)
     }
 
     /// A new zero-filled, 256-byte aligned, row-major tensor on the CPU, a
@@ -226,15 +361,7 @@ impl Tensor {
             byte_offset: 0,
             flags: flags.0,
         };
-        let view = raw.validate()?;
-        Ok(Tensor::assemble(Arc::new(owner), view))
-    }
-
-    /// A tensor over `view`'s layout on memory kept alive by `owner`.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn with_owner(owner: Owner, raw: &RawView<'_>) -> Result<Tensor> {
-        let view = raw.validate()?;
-        Ok(Tensor::assemble(Arc::new(owner), view))
+        Tensor::with_owner(&raw, || owner)
     }
 
     /// Wraps memory the caller lends. On success `release(ctx)` runs once,
@@ -246,83 +373,78 @@ impl Tensor {
     /// with no `release`, for as long as any view of it lives), and
     /// `release(ctx)` must be safe to call once from any thread.
     pub unsafe fn wrap(raw: &RawView<'_>, release: Option<ReleaseFn>, ctx: *mut c_void) -> Result<Tensor> {
-        let view = raw.validate()?;
-        Ok(Tensor::assemble(Arc::new(Owner::Borrowed { release, ctx }), view))
-    }
-
-    pub(crate) fn owner(&self) -> &Arc<Owner> {
-        &self.owner
+        Tensor::with_owner(raw, || Owner::Borrowed { release, ctx })
     }
 
     /// Address of the first element (byte offset folded in for devices with
     /// addresses). May be NULL or dangling when the tensor has no elements.
     pub fn data(&self) -> *mut c_void {
-        self.view.data
+        self.0.view.data
     }
 
     /// Byte offset kept apart from `data`: nonzero only for devices whose
     /// `data` is an opaque handle (OpenCL, Vulkan, Metal, ...).
     pub fn byte_offset(&self) -> u64 {
-        self.view.byte_offset
+        self.0.view.byte_offset
     }
 
     /// Dimensions.
     pub fn shape(&self) -> &[i64] {
-        &self.view.shape
+        &self.0.view.shape
     }
 
     /// Strides in elements (always present).
     pub fn strides(&self) -> &[i64] {
-        &self.view.strides
+        &self.0.view.strides
     }
 
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.view.shape.len()
+        self.0.view.shape.len()
     }
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        self.view.dtype
+        self.0.view.dtype
     }
 
     /// Device.
     pub fn device(&self) -> Device {
-        self.view.device
+        self.0.view.device
     }
 
     /// DLPack flags.
     pub fn flags(&self) -> Flags {
-        self.view.flags
+        self.0.view.flags
     }
 
     /// Whether writes are forbidden.
     pub fn is_readonly(&self) -> bool {
-        self.view.flags.contains(Flags::READ_ONLY)
+        self.0.view.flags.contains(Flags::READ_ONLY)
     }
 
     /// Number of elements.
     pub fn numel(&self) -> u64 {
-        self.view.numel
+        self.0.view.numel
     }
 
     /// Bytes per element, `None` for packed sub-byte types.
     pub fn itemsize(&self) -> Option<usize> {
-        self.view.dtype.itemsize(self.view.flags.contains(Flags::SUBBYTE_PADDED))
+        self.0.view.dtype.itemsize(self.0.view.flags.contains(Flags::SUBBYTE_PADDED))
     }
 
     /// Bytes of the elements (not of the strided span), packed sub-byte
     /// elements rounded up to whole bytes.
     pub fn nbytes(&self) -> u64 {
         match self.itemsize() {
-            Some(size) => self.view.numel * size as u64,
-            None => (self.view.numel * u64::from(self.view.dtype.element_bits())).div_ceil(8),
+            Some(size) => self.0.view.numel * size as u64,
+            None => (self.0.view.numel * u64::from(self.0.view.dtype.element_bits())).div_ceil(8),
         }
     }
 
     /// Compact row-major (size-1 and size-0 dimensions ignored).
     pub fn is_contiguous(&self) -> bool {
-        layout::is_row_major(&self.view.shape, &self.view.strides)
+        layout::is_row_major(&self.0.view.shape, &self.0.view.strides)
     }
 
     /// The same view with other flags (e.g. marked read-only).
@@ -330,32 +452,46 @@ impl Tensor {
         if flags.0 & !Flags::KNOWN.0 != 0 {
             bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
-        if flags.contains(Flags::SUBBYTE_PADDED) != self.view.flags.contains(Flags::SUBBYTE_PADDED) {
+        if flags.contains(Flags::SUBBYTE_PADDED) != self.0.view.flags.contains(Flags::SUBBYTE_PADDED) {
             bail!(InvalidArgument, "the sub-byte padding flag describes the memory and cannot be changed");
         }
-        let mut t = self.clone();
-        t.view.flags = flags;
-        Ok(t)
+        let v = &self.0.view;
+        self.derive(&RawView {
+            data: v.data,
+            device: v.device.raw(),
+            dtype: v.dtype.raw(),
+            shape: &v.shape,
+            strides: Some(&v.strides),
+            byte_offset: v.byte_offset,
+            flags: flags.0,
+        })
     }
 
     /// A `DLTensor` describing this view: strides always filled, NULL data
-    /// for a tensor without elements. Its `shape`/`strides` point into
-    /// `self`, so it is valid while `self` is neither moved nor dropped.
+    /// for a tensor without elements. Its `shape`/`strides` point into the
+    /// shared block, so it is valid while any clone of `self` lives.
     pub fn dltensor(&self) -> DLTensor {
-        let v = &self.view;
-        DLTensor {
-            data: if v.numel == 0 { std::ptr::null_mut() } else { v.data },
-            device: v.device.raw(),
-            ndim: v.shape.len() as i32,
-            dtype: v.dtype.raw(),
-            shape: v.shape.as_ptr().cast_mut(),
-            strides: v.strides.as_ptr().cast_mut(),
-            byte_offset: v.byte_offset,
-        }
+        self.0.dl
     }
 
-    /// Tensors alive in this process: handles, exported DLPack tensors not
-    /// yet deleted, and internal views. For leak tests.
+    /// [`Tensor::dltensor`], kept in the shared block.
+    pub fn dltensor_ref(&self) -> &DLTensor {
+        &self.0.dl
+    }
+
+    /// Strides in bytes (the array interface's), made once and kept with
+    /// the view.
+    pub fn byte_strides(&self) -> Result<&[i64]> {
+        if let Some(s) = self.0.byte_strides.get() {
+            return Ok(s);
+        }
+        let s = crate::array_interface::byte_strides(self)?;
+        Ok(self.0.byte_strides.get_or_init(|| s))
+    }
+
+    /// Views alive in this process (each held by handles, exported DLPack
+    /// tensors not yet deleted, Python objects, or internal work). For leak
+    /// tests: 0 once everything is released.
     pub fn live_count() -> usize {
         LIVE.load(Ordering::Relaxed)
     }
@@ -363,20 +499,14 @@ impl Tensor {
 
 impl Clone for Tensor {
     fn clone(&self) -> Tensor {
-        Tensor::assemble(self.owner.clone(), self.view.clone())
-    }
-}
-
-impl Drop for Tensor {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+        Tensor(self.0.clone())
     }
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tensor")
-            .field("data", &self.view.data)
+            .field("data", &self.0.view.data)
             .field("shape", &self.shape())
             .field("strides", &self.strides())
             .field("dtype", &self.dtype())

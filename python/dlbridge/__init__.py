@@ -207,8 +207,9 @@ def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> 
 
 
 def live_tensor_count() -> int:
-    """dlbridge tensors alive in this process (handles and exported DLPack
-    tensors not yet deleted): for leak checks."""
+    """dlbridge tensor views alive in this process (each lives while a
+    Tensor, an exported DLPack tensor not yet deleted or another view of its
+    memory holds it): for leak checks, 0 once everything is released."""
     return _lib.live_tensor_count()
 
 

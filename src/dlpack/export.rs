@@ -1,26 +1,50 @@
 //! DLPack producer: a `Tensor` becomes a managed tensor in one heap block
-//! that holds the managed struct and a clone of the tensor (so shape and
-//! strides live inline with it and the memory's owner stays alive).
+//! that holds the managed struct, a reference to the tensor (which keeps
+//! the memory alive) and the shape and strides the struct points at.
 
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ffi::c_void;
+use std::ptr::NonNull;
 
-use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned};
+use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned, DLTensor};
 
 use super::ManagedAbi;
 use crate::error::{Result, bail};
 use crate::tensor::{Flags, Tensor};
 
-/// The block behind every managed tensor we produce. `managed` comes first,
-/// so a pointer to it is a pointer to the block.
+/// The block behind every managed tensor we produce: the managed struct
+/// first (so a pointer to it is a pointer to the block), the tensor whose
+/// memory it keeps alive, then `2 * ndim` values: the shape and strides the
+/// managed struct points at. They are the export's own copy, so whatever a
+/// holder writes there cannot reach the tensor, and an import that gets the
+/// block back can tell whether anything changed.
 #[repr(C)]
 pub(crate) struct Exported<M> {
-    pub(crate) managed: M,
-    pub(crate) tensor: Tensor,
+    managed: M,
+    tensor: Tensor,
+    /// Dimensions, as exported (the struct's `ndim` may be overwritten).
+    ndim: usize,
+}
+
+fn block_layout<M>(ndim: usize) -> Layout {
+    // At most 64 dimensions: the size cannot overflow.
+    let size = size_of::<Exported<M>>() + 2 * ndim * size_of::<i64>();
+    Layout::from_size_align(size, align_of::<Exported<M>>()).expect("export block layout")
+}
+
+/// The shape and strides stored after the block's header.
+///
+/// # Safety
+/// `block` must be a live block from [`export`].
+unsafe fn dims<M>(block: *mut Exported<M>) -> *mut i64 {
+    // SAFETY: the values start right after the header, inside the allocation
+    // (the header's size is a multiple of its 8-byte alignment).
+    unsafe { block.cast::<u8>().add(size_of::<Exported<M>>()).cast::<i64>() }
 }
 
 /// Our exports' `manager_ctx`: the address of a private static, so an
 /// import can tell our own tensors coming back from foreign ones (and reuse
-/// their owner instead of stacking another layer on each round trip).
+/// their view instead of stacking another layer on each round trip).
 static MARKER: u8 = 0;
 
 pub(crate) fn marker() -> *mut c_void {
@@ -34,25 +58,78 @@ pub(crate) fn marker() -> *mut c_void {
 /// `mt` must be a pointer this module produced, not yet deleted.
 pub(crate) unsafe extern "C" fn delete<M: ManagedAbi>(mt: *mut M) {
     if !mt.is_null() {
-        // SAFETY: by contract `mt` is the first field of a live `Box<Exported<M>>`.
-        drop(unsafe { Box::from_raw(mt.cast::<Exported<M>>()) });
+        // SAFETY: by contract, a live block; its tensor is dropped once, here.
+        unsafe {
+            let block = mt.cast::<Exported<M>>();
+            std::ptr::drop_in_place(&raw mut (*block).tensor);
+            dealloc(block.cast(), block_layout::<M>((*block).ndim));
+        }
     }
 }
 
-fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
-    let flags = tensor.flags().0;
-    // Built in place: the tensor is moved once, into the heap block, and the
-    // managed struct then points at its shape/strides there (the block never
-    // moves again).
-    let mut block = Box::<Exported<M>>::new_uninit();
-    let raw = block.as_mut_ptr();
-    // SAFETY: both fields are written before the block is assumed initialised.
-    unsafe {
-        (&raw mut (*raw).tensor).write(tensor);
-        let dl = (*raw).tensor.dltensor();
-        (&raw mut (*raw).managed).write(M::new(dl, flags, delete::<M>));
-        Box::into_raw(block.assume_init()).cast::<M>()
+/// Takes one of our exports back: its tensor when the managed struct and
+/// its shape/strides are exactly as exported (then nothing needs checking
+/// again), or, when a holder changed them, a new view of the same memory
+/// made from the fields as they are now, validated like any foreign tensor.
+/// The block is freed either way.
+///
+/// # Safety
+/// `mt` must be a live block from this module whose ownership passes here.
+pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
+    let block = mt.as_ptr().cast::<Exported<M>>();
+    // SAFETY: a live block of `ndim` dimensions (the caller's contract).
+    let (tensor, ndim, dims) = unsafe { (&(*block).tensor, (*block).ndim, dims(block)) };
+    // SAFETY: `2 * ndim` values follow the header.
+    let (shape, strides) = unsafe { std::slice::from_raw_parts(dims, 2 * ndim).split_at(ndim) };
+    // SAFETY: the block is live.
+    let managed = unsafe { mt.as_ref() };
+    let (now, then) = (managed.dl_tensor(), tensor.dltensor());
+    let unchanged = now.data == then.data
+        && now.device == then.device
+        && now.dtype == then.dtype
+        && now.ndim == then.ndim
+        && now.byte_offset == then.byte_offset
+        && std::ptr::eq(now.shape, shape.as_ptr())
+        && std::ptr::eq(now.strides, strides.as_ptr())
+        && managed.flags() == tensor.flags().0
+        && shape == tensor.shape()
+        && strides == tensor.strides();
+    if unchanged {
+        // SAFETY: the tensor is moved out once and the block freed without
+        // dropping it again.
+        unsafe {
+            let tensor = std::ptr::read(&raw const (*block).tensor);
+            dealloc(block.cast(), block_layout::<M>(ndim));
+            return Ok(tensor);
+        }
     }
+    // SAFETY: the fields point into the block or to memory the holder vouches for.
+    let made = unsafe { super::import::raw_view(managed) }.and_then(|raw| tensor.derive(&raw));
+    // SAFETY: the block is ours to free, once.
+    unsafe { delete(mt.as_ptr()) };
+    made
+}
+
+fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
+    let ndim = tensor.ndim();
+    let layout = block_layout::<M>(ndim);
+    // SAFETY: the layout has a nonzero size (the header).
+    let block = unsafe { alloc(layout) }.cast::<Exported<M>>();
+    if block.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: every field and the `2 * ndim` values are written before the
+    // block is handed out; the managed struct points at the values.
+    unsafe {
+        let dims = dims(block);
+        crate::layout::copy_dims(tensor.shape(), dims);
+        crate::layout::copy_dims(tensor.strides(), dims.add(ndim));
+        let dl = DLTensor { shape: dims, strides: dims.add(ndim), ..tensor.dltensor() };
+        (&raw mut (*block).managed).write(M::new(dl, tensor.flags().0, delete::<M>));
+        (&raw mut (*block).ndim).write(ndim);
+        (&raw mut (*block).tensor).write(tensor);
+    }
+    block.cast()
 }
 
 /// Exports as a `DLManagedTensorVersioned`, zero copy: strides always

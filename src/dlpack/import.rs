@@ -3,12 +3,11 @@
 //! on any failure the deleter has run before the function returns.
 
 use std::ptr::NonNull;
-use std::sync::Arc;
 
 use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned, DLPACK_MAJOR_VERSION};
 
 use super::ManagedAbi;
-use super::export::{self, Exported};
+use super::export;
 use crate::error::{Result, bail};
 use crate::layout;
 use crate::tensor::{RawView, Tensor};
@@ -52,25 +51,21 @@ unsafe fn consume<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
         );
     }
     if m.manager_ctx() == export::marker() && m.deleter().is_some() {
-        // SAFETY: only our exporter stores the marker; the pointer is the first
-        // field of a live `Box<Exported<M>>` whose ownership we now hold.
-        let block = unsafe { Box::from_raw(mt.as_ptr().cast::<Exported<M>>()) };
-        // The fields are validated again: whoever held it may have changed them.
-        // SAFETY: shape/strides point into `block` or to memory the holder vouches for.
-        let view = unsafe { raw_view(&block.managed) }?.validate()?;
-        return Ok(Tensor::assemble(block.tensor.owner().clone(), view));
+        // SAFETY: only our exporter stores the marker: `mt` is one of our
+        // blocks, and its ownership is ours now.
+        return unsafe { export::reclaim(mt) };
     }
-    let owner = Arc::new(M::owner(mt)); // from here, any early return runs the deleter
+    let owner = M::owner(mt); // from here, any early return runs the deleter
     // SAFETY: `m` stays valid while `owner` lives.
-    let view = unsafe { raw_view(m) }?.validate()?;
-    Ok(Tensor::assemble(owner, view))
+    let raw = unsafe { raw_view(m) }?;
+    Tensor::with_owner(&raw, || owner)
 }
 
 /// Reads a managed tensor's fields, checking `ndim` before the arrays.
 ///
 /// # Safety
 /// Non-NULL `shape`/`strides` must be readable for `ndim` values while `m` lives.
-unsafe fn raw_view<M: ManagedAbi>(m: &M) -> Result<RawView<'_>> {
+pub(crate) unsafe fn raw_view<M: ManagedAbi>(m: &M) -> Result<RawView<'_>> {
     let dl = m.dl_tensor();
     let ndim = layout::check_ndim(dl.ndim)?;
     // SAFETY: `ndim` is checked; the arrays are readable by contract.

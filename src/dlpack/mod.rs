@@ -220,7 +220,41 @@ mod tests {
             current = unsafe { import::from_versioned(NonNull::new(v).unwrap()) }.unwrap();
         }
         assert_eq!(current.data(), t.data());
-        assert!(std::sync::Arc::ptr_eq(current.owner(), t.owner()));
-        assert_eq!(std::sync::Arc::strong_count(t.owner()), 2);
+        assert!(current.same_view(&t));
+        assert_eq!(t.references(), 2);
+    }
+
+    #[test]
+    fn an_export_changed_by_its_holder_comes_back_as_a_checked_new_view() {
+        let t = Tensor::zeros(Device::CPU, DType::INT16, &[4, 5]).unwrap();
+        // The holder narrows the shape in the export's own arrays: a new
+        // view of the same memory; the tensor itself is untouched.
+        let v = export::to_versioned(t.clone());
+        // SAFETY: our export, fields edited as a holder may, then given back.
+        let narrowed = unsafe {
+            *(*v).dl_tensor.shape.add(1) = 2;
+            import::from_versioned(NonNull::new(v).unwrap()).unwrap()
+        };
+        assert!(!narrowed.same_view(&t));
+        assert_eq!((narrowed.shape(), narrowed.strides(), narrowed.data()), (&[4, 2][..], &[5, 1][..], t.data()));
+        assert_eq!(t.shape(), &[4, 5]);
+        // A view of a view keeps only the memory's first view alive (no chain).
+        drop(t);
+        let again = export::to_versioned(narrowed.clone());
+        // SAFETY: as above.
+        let flagged = unsafe {
+            (*again).flags = dlpark::DlpackFlags::READ_ONLY;
+            import::from_versioned(NonNull::new(again).unwrap()).unwrap()
+        };
+        assert!(flagged.is_readonly() && !narrowed.is_readonly());
+        // A change that does not validate is refused, and the block freed.
+        let bad = export::to_versioned(narrowed.clone());
+        // SAFETY: as above.
+        let e = unsafe {
+            *(*bad).dl_tensor.strides = i64::MAX;
+            import::from_versioned(NonNull::new(bad).unwrap()).unwrap_err()
+        };
+        assert_eq!(e.kind(), ErrorKind::Overflow);
+        assert_eq!(narrowed.references(), 1);
     }
 }

@@ -7,7 +7,7 @@ use dlpark::ffi::{DLDataType, DLDevice};
 
 use super::guard::{self, arg, non_null};
 use super::status::dlb_status;
-use super::tensor::{dims, dlb_release_fn, dlb_tensor, into_handle, missing_shape};
+use super::tensor::{dims, dlb_release_fn, dlb_tensor, into_handle, missing_shape, tensor_arg};
 use crate::array_interface::{self, Fields, VERSION};
 use crate::device::Device;
 use crate::error::{Result, bail};
@@ -61,9 +61,8 @@ pub struct dlb_array_interface {
 pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *mut dlb_array_interface) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
-        let handle = unsafe { arg(t, "t") }?;
+        let tensor = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        let tensor = handle.tensor();
         if !tensor.device().has_addresses() {
             bail!(UnsupportedDevice, "the array interface needs addressable memory, not {}", tensor.device());
         }
@@ -73,7 +72,7 @@ pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *
         for (dst, src) in typestr.iter_mut().zip(text.bytes()) {
             *dst = src as c_char;
         }
-        let strides = handle.byte_strides()?;
+        let strides = tensor.byte_strides()?;
         let ai = dlb_array_interface {
             version: VERSION,
             ndim: tensor.ndim() as i32,

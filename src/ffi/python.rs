@@ -11,6 +11,7 @@ use super::status::dlb_status;
 use super::tensor::{dlb_tensor, into_handle};
 use crate::python::api::{self, Api, Exc, Obj};
 use crate::python::{self as py, Raised};
+use crate::tensor::{Tensor, TensorRef};
 
 /// Runs a body that returns NULL with a Python exception set on failure;
 /// a panic becomes a RuntimeError.
@@ -38,14 +39,15 @@ const HANDLE: &std::ffi::CStr = c"dlbridge.tensor";
 ///
 /// # Safety
 /// GIL held; `capsule` is a live object.
-unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<&'a dlb_tensor, Raised> {
+unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<TensorRef<'a>, Raised> {
     // SAFETY: GIL held; IsValid sets no error.
     if unsafe { (api.capsule_is_valid)(capsule.cast(), HANDLE.as_ptr()) } != 1 {
         // SAFETY: GIL held by contract.
         return Err(unsafe { Raised::with(api, Exc::Value, "not a dlbridge tensor handle") });
     }
-    // SAFETY: valid under HANDLE, so it holds a live handle from `into_handle`.
-    Ok(unsafe { &*(api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()).cast::<dlb_tensor>() })
+    // SAFETY: valid under HANDLE, so it holds a live handle from `into_handle`,
+    // held while the capsule lives.
+    Ok(unsafe { Tensor::borrow_raw((api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()).cast()) })
 }
 
 /// A new Python object made by `body` from the tensor of handle capsule
@@ -53,12 +55,12 @@ unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<&'a dlb_tensor, 
 ///
 /// # Safety
 /// GIL held; `t` is a live object; `body` may call the CPython API.
-unsafe fn object_of(t: *mut c_void, body: impl FnOnce(&Api, &dlb_tensor) -> crate::Result<Obj>) -> *mut c_void {
+unsafe fn object_of(t: *mut c_void, body: impl FnOnce(&Api, &Tensor) -> crate::Result<Obj>) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
         // SAFETY: GIL held, a live object (contract).
         let h = unsafe { handle(api, t) }?;
         // SAFETY: PyDLL entry points hold the GIL.
-        body(api, h).map(|o| o.cast()).map_err(|e| unsafe { Raised::from(api, &e) })
+        body(api, &h).map(|o| o.cast()).map_err(|e| unsafe { Raised::from(api, &e) })
     })
 }
 
@@ -171,7 +173,7 @@ pub unsafe extern "C" fn dlb_py_own(t: *mut dlb_tensor) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_handle(capsule: *mut c_void) -> *const dlb_tensor {
     // SAFETY: GIL held and a live object, by contract.
-    py_guard(std::ptr::null(), |api| unsafe { handle(api, capsule) }.map(|h| h as *const dlb_tensor))
+    py_guard(std::ptr::null(), |api| unsafe { handle(api, capsule) }.map(|h| h.as_raw().cast::<dlb_tensor>()))
 }
 
 /// Exports the tensor of handle capsule `t` (or, with `copy`, a contiguous
@@ -185,7 +187,7 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
     unsafe {
         object_of(t, |api, h| {
-            let tensor = if copy { crate::copy::contiguous(h.tensor())? } else { h.tensor().clone() };
+            let tensor = if copy { crate::copy::contiguous(h)? } else { h.clone() };
             py::to_capsule(api, tensor, versioned)
         })
     }
@@ -198,7 +200,7 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::array_interface_dict(api, h.tensor(), h.byte_strides()?)) }
+    unsafe { object_of(t, |api, h| py::array_interface_dict(api, h, h.byte_strides()?)) }
 }
 
 /// The `__array_struct__` capsule of handle capsule `t` (NULL + exception).
@@ -208,7 +210,7 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::array_struct(api, h.tensor(), h.byte_strides()?)) }
+    unsafe { object_of(t, |api, h| py::array_struct(api, h, h.byte_strides()?)) }
 }
 
 /// `(device_type, device_id)` of handle capsule `t` (NULL + exception).
@@ -218,7 +220,7 @@ pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::device_tuple(api, h.tensor())) }
+    unsafe { object_of(t, |api, h| py::device_tuple(api, h)) }
 }
 
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
@@ -228,7 +230,7 @@ pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_info(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::info_tuple(api, h.tensor())) }
+    unsafe { object_of(t, |api, h| py::info_tuple(api, h)) }
 }
 
 /// A release callback (for `dlb_tensor_wrap` and friends) that drops one

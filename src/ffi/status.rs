@@ -132,9 +132,11 @@ pub extern "C" fn dlb_last_error_message() -> *const c_char {
     guard::value(c"".as_ptr(), guard::last_error)
 }
 
-/// Tensors alive in this process: `dlb_tensor` handles, exported DLPack
-/// tensors whose deleter has not run yet, and internal views. A program
-/// that freed everything sees 0. For leak tests.
+/// Tensor views alive in this process. A view lives while any of its
+/// holders does: `dlb_tensor` handles (and their retains), exported DLPack
+/// tensors whose deleter has not run yet (an export holds the view it was
+/// made from), other views of its memory. A program that freed everything
+/// sees 0. For leak tests.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_live_tensor_count() -> usize {
     guard::value(0, Tensor::live_count)

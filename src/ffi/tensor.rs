@@ -1,18 +1,17 @@
 //! `dlb_tensor`: the opaque handle and the functions that act on it.
 
 use std::ffi::c_void;
-use std::sync::OnceLock;
 
 use dlpark::ffi::{DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLTensor};
 
-use super::guard::{self, arg, non_null};
+use super::guard::{self, non_null};
 use super::status::dlb_status;
 use crate::device::Device;
 use crate::dlpack::{export, import};
 use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::{self, Dims};
-use crate::tensor::{RawView, Tensor};
+use crate::layout;
+use crate::tensor::{RawView, Tensor, TensorRef};
 
 /// A release callback: `release(ctx)` is called exactly once, when the
 /// last holder of the memory is gone, on whichever thread drops it last.
@@ -26,40 +25,33 @@ pub type dlb_release_fn = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 /// several threads at once; free it exactly once with `dlb_tensor_free`.
 #[allow(non_camel_case_types)]
 pub struct dlb_tensor {
-    tensor: Tensor,
-    /// What `dlb_tensor_dltensor` returns; points into `tensor`.
-    view: DLTensor,
-    /// Byte strides for `dlb_tensor_array_interface`, made on first use.
-    byte_strides: OnceLock<Dims>,
+    // A handle is a `Tensor` given up by `Tensor::into_raw`: no block of its own.
+    _opaque: [u8; 0],
 }
 
-impl dlb_tensor {
-    pub(crate) fn tensor(&self) -> &Tensor {
-        &self.tensor
-    }
-
-    pub(crate) fn byte_strides(&self) -> Result<&[i64]> {
-        if let Some(s) = self.byte_strides.get() {
-            return Ok(s);
-        }
-        let s = crate::array_interface::byte_strides(&self.tensor)?;
-        Ok(self.byte_strides.get_or_init(|| s))
-    }
-}
-
-/// Boxes a tensor into a handle. The box never moves, so `view` may point
-/// into it.
+/// Hands a tensor out as a handle (a reference to its block; nothing is
+/// allocated).
 pub(crate) fn into_handle(tensor: Tensor) -> *mut dlb_tensor {
-    // Built in place (one move of the tensor); `view` points into the block.
-    let mut handle = Box::<dlb_tensor>::new_uninit();
-    let raw = handle.as_mut_ptr();
-    // SAFETY: every field is written before the block is assumed initialised.
-    unsafe {
-        (&raw mut (*raw).tensor).write(tensor);
-        (&raw mut (*raw).view).write((*raw).tensor.dltensor());
-        (&raw mut (*raw).byte_strides).write(OnceLock::new());
-        Box::into_raw(handle.assume_init())
-    }
+    tensor.into_raw().cast_mut().cast()
+}
+
+/// The tensor behind a handle argument.
+///
+/// # Safety
+/// `t` must be NULL or a live handle, held for `'a`.
+pub(crate) unsafe fn tensor_arg<'a>(t: *const dlb_tensor, name: &str) -> Result<TensorRef<'a>> {
+    let t = non_null(t.cast_mut(), name)?;
+    // SAFETY: a live handle is a pointer from `Tensor::into_raw`, by contract.
+    Ok(unsafe { Tensor::borrow_raw(t.as_ptr().cast()) })
+}
+
+/// The tensor behind a handle that may be NULL.
+///
+/// # Safety
+/// As for [`tensor_arg`].
+unsafe fn tensor_opt<'a>(t: *const dlb_tensor) -> Option<TensorRef<'a>> {
+    // SAFETY: forwarded contract.
+    unsafe { tensor_arg(t, "t") }.ok()
 }
 
 /// Makes a tensor from `t`'s and hands it out as a new handle in `*out`
@@ -74,9 +66,9 @@ unsafe fn derive(
 ) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
-        let t = unsafe { arg(t, "t") }?;
+        let t = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        let made = make(&t.tensor)?;
+        let made = make(&t)?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(into_handle(made)) };
         Ok(())
@@ -243,10 +235,10 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
 ) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
-        let t = unsafe { arg(t, "t") }?;
+        let t = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
         // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(export::to_versioned(t.tensor.clone())) };
+        unsafe { out.write(export::to_versioned(t.clone())) };
         Ok(())
     })
 }
@@ -261,9 +253,9 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
 pub unsafe extern "C" fn dlb_tensor_to_dlpack(t: *const dlb_tensor, out: *mut *mut DLManagedTensor) -> dlb_status {
     guard::status(|| {
         // SAFETY: `t` is a live handle by contract.
-        let t = unsafe { arg(t, "t") }?;
+        let t = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        let managed = export::to_legacy(t.tensor.clone())?;
+        let managed = export::to_legacy(t.clone())?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(managed) };
         Ok(())
@@ -279,8 +271,9 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack(t: *const dlb_tensor, out: *mut *m
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_dltensor(t: *const dlb_tensor) -> *const DLTensor {
     // SAFETY: `t` is NULL or a live handle by contract.
-    let t = unsafe { t.as_ref() };
-    guard::value(std::ptr::null(), || t.map_or(std::ptr::null(), |t| &t.view))
+    let t = unsafe { tensor_opt(t) };
+    // The `DLTensor` lives in the tensor's block, which outlives the handle.
+    guard::value(std::ptr::null(), || t.map_or(std::ptr::null(), |t| std::ptr::from_ref(t.dltensor_ref())))
 }
 
 /// The DLPack flag bits of `t` (DLPACK_FLAG_BITMASK_*); 0 when `t` is NULL.
@@ -290,8 +283,8 @@ pub unsafe extern "C" fn dlb_tensor_dltensor(t: *const dlb_tensor) -> *const DLT
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_flags(t: *const dlb_tensor) -> u64 {
     // SAFETY: `t` is NULL or a live handle by contract.
-    let t = unsafe { t.as_ref() };
-    guard::value(0, || t.map_or(0, |t| t.tensor.flags().0))
+    let t = unsafe { tensor_opt(t) };
+    guard::value(0, || t.map_or(0, |t| t.flags().0))
 }
 
 /// Whether `t` is compact row-major (size-1 and size-0 dimensions are
@@ -302,8 +295,8 @@ pub unsafe extern "C" fn dlb_tensor_flags(t: *const dlb_tensor) -> u64 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_is_contiguous(t: *const dlb_tensor) -> bool {
     // SAFETY: `t` is NULL or a live handle by contract.
-    let t = unsafe { t.as_ref() };
-    guard::value(false, || t.is_some_and(|t| t.tensor.is_contiguous()))
+    let t = unsafe { tensor_opt(t) };
+    guard::value(false, || t.is_some_and(|t| t.is_contiguous()))
 }
 
 /// Bytes of the elements of `t` (element count x item size; packed
@@ -314,11 +307,12 @@ pub unsafe extern "C" fn dlb_tensor_is_contiguous(t: *const dlb_tensor) -> bool 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
     // SAFETY: `t` is NULL or a live handle by contract.
-    let t = unsafe { t.as_ref() };
-    guard::value(0, || t.map_or(0, |t| t.tensor.nbytes() as usize))
+    let t = unsafe { tensor_opt(t) };
+    guard::value(0, || t.map_or(0, |t| t.nbytes() as usize))
 }
 
-/// A new handle on the same view and memory; free each handle separately.
+/// One more reference to handle `t`: returns `t` itself (handles are
+/// reference counted), to be freed once more with `dlb_tensor_free`.
 /// NULL when `t` is NULL.
 ///
 /// # Safety
@@ -326,12 +320,13 @@ pub unsafe extern "C" fn dlb_tensor_nbytes(t: *const dlb_tensor) -> usize {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_tensor_retain(t: *const dlb_tensor) -> *mut dlb_tensor {
     // SAFETY: `t` is NULL or a live handle by contract.
-    let t = unsafe { t.as_ref() };
-    guard::value(std::ptr::null_mut(), || t.map_or(std::ptr::null_mut(), |t| into_handle(t.tensor.clone())))
+    let t = unsafe { tensor_opt(t) };
+    guard::value(std::ptr::null_mut(), || t.map_or(std::ptr::null_mut(), |t| into_handle(Tensor::clone(&t))))
 }
 
-/// Frees a handle. The memory is released when its last holder (handle or
-/// exported DLPack tensor) is gone. `dlb_tensor_free(NULL)` does nothing.
+/// Frees a handle (one reference to it, see `dlb_tensor_retain`). The
+/// memory is released when its last holder (handle or exported DLPack
+/// tensor) is gone. `dlb_tensor_free(NULL)` does nothing.
 ///
 /// # Safety
 /// `t` must be NULL or a live handle, not used afterwards.
@@ -340,7 +335,7 @@ pub unsafe extern "C" fn dlb_tensor_free(t: *mut dlb_tensor) {
     guard::value((), || {
         if !t.is_null() {
             // SAFETY: `t` came from `into_handle` and is freed once, by contract.
-            drop(unsafe { Box::from_raw(t) });
+            drop(unsafe { Tensor::from_raw(t.cast_const().cast()) });
         }
     })
 }
