@@ -72,6 +72,7 @@ impl DType {
     /// FP6 codes with 6 and FP4 with 4 (any other bits are refused, as the
     /// spec demands). `lanes >= 1`; a vector of sub-byte elements must fill
     /// whole bytes. Opaque handles (code 3) have no agreed meaning: refused.
+    #[inline]
     pub fn new(dt: DLDataType) -> Result<DType> {
         // The common scalar types in a few instructions: for codes 0..=6, the
         // allowed power-of-two widths as a bit set over log2(bits).

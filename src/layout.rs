@@ -17,6 +17,7 @@ const INLINE: usize = 6;
 /// Copies dimensions into new [`Dims`]. Up to six are moved as a
 /// constant-size copy per length: a call to `memcpy` for one or two values
 /// would cost more than the copy (this is on every import's path).
+#[inline]
 pub fn dims(s: &[i64]) -> Dims {
     let mut buf = std::mem::MaybeUninit::<[i64; INLINE]>::uninit();
     let dst = buf.as_mut_ptr().cast::<i64>();
@@ -35,6 +36,7 @@ pub fn dims(s: &[i64]) -> Dims {
 ///
 /// # Safety
 /// `dst` must be writable for `src.len()` values and not overlap `src`.
+#[inline]
 pub unsafe fn copy_dims(src: &[i64], dst: *mut i64) {
     let s = src.as_ptr();
     // SAFETY: `src.len()` values are read and written, by contract.
@@ -161,6 +163,7 @@ impl Extent {
 /// value overflows 64 bits, so byte strides can always be derived later.
 /// Every step is checked 64-bit arithmetic: any intermediate value past
 /// `i64` would make the span overflow `isize` anyway.
+#[inline]
 pub fn byte_extent(shape: &[i64], strides: &[i64], itemsize: usize, numel: u64) -> Result<Extent> {
     let item = itemsize as i64;
     let (mut lo, mut hi) = (0i64, item);

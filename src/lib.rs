@@ -9,6 +9,7 @@
 //! | [`dtype`], [`device`] | validated DLPack data types and devices |
 //! | [`layout`] | shapes and strides: checks, contiguity, extents |
 //! | `owner` | who keeps memory alive (buffer, borrowed, foreign DLPack) |
+//! | `block` | heap blocks of views and exports, with per-thread spares |
 //! | [`tensor`] | the view itself |
 //! | [`dlpack`] | DLPack producer and consumer, versioned and legacy |
 //! | [`array_interface`] | `__array_interface__` / `__cuda_array_interface__` |
@@ -22,6 +23,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod array_interface;
+mod block;
 pub mod copy;
 pub mod cuda;
 pub mod device;

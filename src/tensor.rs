@@ -4,14 +4,14 @@
 //! `Tensor`; every output is made from one. A `Tensor` is one `Arc`'d block
 //! holding the memory's `Owner` and the validated metadata; clones share it.
 
+use std::alloc::Layout;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use triomphe::{Arc, UniqueArc};
 
 use dlpark::ffi::{self, DLDataType, DLDevice, DLDeviceType, DLTensor};
 
@@ -187,17 +187,22 @@ impl View {
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// A view of memory kept alive by its owner: one reference-counted block
-/// holding the owner, the validated metadata (shape and strides inline up to
-/// six dimensions) and two caches. Clones share the block; a handle, an
-/// export and a Python object each hold one reference.
-///
-/// The block is a `triomphe::Arc`: no weak count (so one atomic operation
-/// fewer per release), and built in place (`UniqueArc`), so validation
-/// writes the view straight into the block.
-pub struct Tensor(Arc<Inner>);
+/// A view of memory kept alive by its owner: one reference-counted heap
+/// block holding the owner, the validated metadata (shape and strides
+/// inline up to six dimensions) and the view as a `DLTensor`. Clones share
+/// the block; a handle, an export and a Python object each hold one
+/// reference. The count is hand-rolled (as `std::sync::Arc`'s, without the
+/// weak count) so that the block is built in place (validation writes the
+/// view straight into it) and comes from the per-thread spares of
+/// [`crate::block`].
+pub struct Tensor(NonNull<Block>);
 
-pub(crate) struct Inner {
+struct Block {
+    count: AtomicUsize,
+    inner: Inner,
+}
+
+struct Inner {
     view: View,
     /// The view as a `DLTensor` (`dlb_tensor_dltensor` returns it); it
     /// points into this block, which never moves.
@@ -208,10 +213,10 @@ pub(crate) struct Inner {
 }
 
 // SAFETY: `data` is only an address; `Tensor` never reads or writes through
-// it, and the owner is Send + Sync.
-unsafe impl Send for Inner {}
+// it, the owner is Send + Sync, and the count is atomic.
+unsafe impl Send for Tensor {}
 // SAFETY: as above; the view is immutable and the cache is a `OnceLock`.
-unsafe impl Sync for Inner {}
+unsafe impl Sync for Tensor {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -238,24 +243,33 @@ impl Tensor {
     /// borrowed memory's release is not called on failure, and an owner
     /// moved into the closure is dropped).
     pub(crate) fn with_owner(raw: &RawView<'_>, owner: impl FnOnce() -> Owner) -> Result<Tensor> {
-        let mut block = UniqueArc::<Inner>::new_uninit();
-        let inner = block.as_mut_ptr().cast::<Inner>();
-        // SAFETY: the block is ours alone; every field is written before it
-        // is assumed initialised (on error it is freed unread).
+        let block = crate::block::allocate(Layout::new::<Block>()).cast::<Block>();
+        // SAFETY: the block is ours alone and the right size; every field is
+        // written before it is shared (on error it is given back unread).
         unsafe {
-            raw.validate_into(&mut *(&raw mut (*inner).view).cast::<MaybeUninit<View>>())?;
+            let inner = &raw mut (*block).inner;
+            if let Err(e) = raw.validate_into(&mut *(&raw mut (*inner).view).cast::<MaybeUninit<View>>()) {
+                crate::block::release(block.cast(), Layout::new::<Block>());
+                return Err(e);
+            }
             (&raw mut (*inner).dl).write((*inner).view.dltensor());
             (&raw mut (*inner).owner).write(owner());
             (&raw mut (*inner).byte_strides).write(OnceLock::new());
+            (&raw mut (*block).count).write(AtomicUsize::new(1));
             LIVE.fetch_add(1, Ordering::Relaxed);
-            Ok(Tensor(UniqueArc::assume_init(block).shareable()))
+            Ok(Tensor(NonNull::new_unchecked(block)))
         }
+    }
+
+    fn inner(&self) -> &Inner {
+        // SAFETY: the block lives while this reference does.
+        unsafe { &self.0.as_ref().inner }
     }
 
     /// Another view of the same memory, validated: it keeps this tensor's
     /// memory alive (through the tensor that owns it, so chains never grow).
     pub(crate) fn derive(&self, raw: &RawView<'_>) -> Result<Tensor> {
-        let root = match &self.0.owner {
+        let root = match &self.inner().owner {
             Owner::Parent(root) => root.clone(),
             _ => self.clone(),
         };
@@ -264,12 +278,12 @@ impl Tensor {
 
     /// The tensor as one pointer (for handles), giving up this reference.
     pub(crate) fn into_raw(self) -> *const c_void {
-        Arc::into_raw(self.0).cast()
+        ManuallyDrop::new(self).0.as_ptr().cast_const().cast()
     }
 
     /// The pointer [`Tensor::into_raw`] gives, keeping the reference.
     pub(crate) fn as_raw(&self) -> *const c_void {
-        Arc::as_ptr(&self.0).cast()
+        self.0.as_ptr().cast_const().cast()
     }
 
     /// Takes back the reference [`Tensor::into_raw`] gave up.
@@ -277,8 +291,8 @@ impl Tensor {
     /// # Safety
     /// `p` must come from `into_raw`, and its reference not be taken back before.
     pub(crate) unsafe fn from_raw(p: *const c_void) -> Tensor {
-        // SAFETY: by contract, a reference given up by `into_raw`.
-        Tensor(unsafe { Arc::from_raw(p.cast::<Inner>()) })
+        // SAFETY: by contract, a reference given up by `into_raw` (non-NULL).
+        Tensor(unsafe { NonNull::new_unchecked(p.cast_mut().cast::<Block>()) })
     }
 
     /// Borrows the tensor behind a pointer from `into_raw` without taking
@@ -294,13 +308,14 @@ impl Tensor {
     /// Whether both are the same view (not merely the same memory).
     #[cfg(test)]
     pub(crate) fn same_view(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0 == other.0
     }
 
     /// References held on this view (handles, exports, clones).
     #[cfg(test)]
     pub(crate) fn references(&self) -> usize {
-        Arc::count(&self.0)
+        // SAFETY: the block is live.
+        unsafe { self.0.as_ref() }.count.load(Ordering::Relaxed)
     }
 
     /// A new zero-filled, 256-byte aligned, row-major tensor on the CPU, a
@@ -379,72 +394,72 @@ impl Tensor {
     /// Address of the first element (byte offset folded in for devices with
     /// addresses). May be NULL or dangling when the tensor has no elements.
     pub fn data(&self) -> *mut c_void {
-        self.0.view.data
+        self.inner().view.data
     }
 
     /// Byte offset kept apart from `data`: nonzero only for devices whose
     /// `data` is an opaque handle (OpenCL, Vulkan, Metal, ...).
     pub fn byte_offset(&self) -> u64 {
-        self.0.view.byte_offset
+        self.inner().view.byte_offset
     }
 
     /// Dimensions.
     pub fn shape(&self) -> &[i64] {
-        &self.0.view.shape
+        &self.inner().view.shape
     }
 
     /// Strides in elements (always present).
     pub fn strides(&self) -> &[i64] {
-        &self.0.view.strides
+        &self.inner().view.strides
     }
 
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.0.view.shape.len()
+        self.inner().view.shape.len()
     }
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        self.0.view.dtype
+        self.inner().view.dtype
     }
 
     /// Device.
     pub fn device(&self) -> Device {
-        self.0.view.device
+        self.inner().view.device
     }
 
     /// DLPack flags.
     pub fn flags(&self) -> Flags {
-        self.0.view.flags
+        self.inner().view.flags
     }
 
     /// Whether writes are forbidden.
     pub fn is_readonly(&self) -> bool {
-        self.0.view.flags.contains(Flags::READ_ONLY)
+        self.inner().view.flags.contains(Flags::READ_ONLY)
     }
 
     /// Number of elements.
     pub fn numel(&self) -> u64 {
-        self.0.view.numel
+        self.inner().view.numel
     }
 
     /// Bytes per element, `None` for packed sub-byte types.
     pub fn itemsize(&self) -> Option<usize> {
-        self.0.view.dtype.itemsize(self.0.view.flags.contains(Flags::SUBBYTE_PADDED))
+        self.inner().view.dtype.itemsize(self.inner().view.flags.contains(Flags::SUBBYTE_PADDED))
     }
 
     /// Bytes of the elements (not of the strided span), packed sub-byte
     /// elements rounded up to whole bytes.
     pub fn nbytes(&self) -> u64 {
         match self.itemsize() {
-            Some(size) => self.0.view.numel * size as u64,
-            None => (self.0.view.numel * u64::from(self.0.view.dtype.element_bits())).div_ceil(8),
+            Some(size) => self.inner().view.numel * size as u64,
+            None => (self.inner().view.numel * u64::from(self.inner().view.dtype.element_bits())).div_ceil(8),
         }
     }
 
     /// Compact row-major (size-1 and size-0 dimensions ignored).
     pub fn is_contiguous(&self) -> bool {
-        layout::is_row_major(&self.0.view.shape, &self.0.view.strides)
+        layout::is_row_major(&self.inner().view.shape, &self.inner().view.strides)
     }
 
     /// The same view with other flags (e.g. marked read-only).
@@ -452,10 +467,10 @@ impl Tensor {
         if flags.0 & !Flags::KNOWN.0 != 0 {
             bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
         }
-        if flags.contains(Flags::SUBBYTE_PADDED) != self.0.view.flags.contains(Flags::SUBBYTE_PADDED) {
+        if flags.contains(Flags::SUBBYTE_PADDED) != self.inner().view.flags.contains(Flags::SUBBYTE_PADDED) {
             bail!(InvalidArgument, "the sub-byte padding flag describes the memory and cannot be changed");
         }
-        let v = &self.0.view;
+        let v = &self.inner().view;
         self.derive(&RawView {
             data: v.data,
             device: v.device.raw(),
@@ -471,22 +486,22 @@ impl Tensor {
     /// for a tensor without elements. Its `shape`/`strides` point into the
     /// shared block, so it is valid while any clone of `self` lives.
     pub fn dltensor(&self) -> DLTensor {
-        self.0.dl
+        self.inner().dl
     }
 
     /// [`Tensor::dltensor`], kept in the shared block.
     pub fn dltensor_ref(&self) -> &DLTensor {
-        &self.0.dl
+        &self.inner().dl
     }
 
     /// Strides in bytes (the array interface's), made once and kept with
     /// the view.
     pub fn byte_strides(&self) -> Result<&[i64]> {
-        if let Some(s) = self.0.byte_strides.get() {
+        if let Some(s) = self.inner().byte_strides.get() {
             return Ok(s);
         }
         let s = crate::array_interface::byte_strides(self)?;
-        Ok(self.0.byte_strides.get_or_init(|| s))
+        Ok(self.inner().byte_strides.get_or_init(|| s))
     }
 
     /// Views alive in this process (each held by handles, exported DLPack
@@ -499,14 +514,35 @@ impl Tensor {
 
 impl Clone for Tensor {
     fn clone(&self) -> Tensor {
-        Tensor(self.0.clone())
+        // SAFETY: the block is live. Relaxed as in `Arc::clone`: the new
+        // reference comes from an existing one.
+        let old = unsafe { self.0.as_ref() }.count.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            std::process::abort(); // a leak of references, as `Arc` guards
+        }
+        Tensor(self.0)
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        // SAFETY: the block is live until its last reference goes, here.
+        unsafe {
+            if self.0.as_ref().count.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            // Every other reference's uses happen before the block is dropped.
+            std::sync::atomic::fence(Ordering::Acquire);
+            std::ptr::drop_in_place(self.0.as_ptr());
+            crate::block::release(self.0.as_ptr().cast(), Layout::new::<Block>());
+        }
     }
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tensor")
-            .field("data", &self.0.view.data)
+            .field("data", &self.inner().view.data)
             .field("shape", &self.shape())
             .field("strides", &self.strides())
             .field("dtype", &self.dtype())

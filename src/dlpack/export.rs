@@ -2,7 +2,7 @@
 //! that holds the managed struct, a reference to the tensor (which keeps
 //! the memory alive) and the shape and strides the struct points at.
 
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
@@ -62,7 +62,7 @@ pub(crate) unsafe extern "C" fn delete<M: ManagedAbi>(mt: *mut M) {
         unsafe {
             let block = mt.cast::<Exported<M>>();
             std::ptr::drop_in_place(&raw mut (*block).tensor);
-            dealloc(block.cast(), block_layout::<M>((*block).ndim));
+            crate::block::release(block.cast(), block_layout::<M>((*block).ndim));
         }
     }
 }
@@ -99,7 +99,7 @@ pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
         // dropping it again.
         unsafe {
             let tensor = std::ptr::read(&raw const (*block).tensor);
-            dealloc(block.cast(), block_layout::<M>(ndim));
+            crate::block::release(block.cast(), block_layout::<M>(ndim));
             return Ok(tensor);
         }
     }
@@ -112,12 +112,7 @@ pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
 
 fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
     let ndim = tensor.ndim();
-    let layout = block_layout::<M>(ndim);
-    // SAFETY: the layout has a nonzero size (the header).
-    let block = unsafe { alloc(layout) }.cast::<Exported<M>>();
-    if block.is_null() {
-        handle_alloc_error(layout);
-    }
+    let block = crate::block::allocate(block_layout::<M>(ndim)).cast::<Exported<M>>();
     // SAFETY: every field and the `2 * ndim` values are written before the
     // block is handed out; the managed struct points at the values.
     unsafe {
