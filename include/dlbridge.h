@@ -394,10 +394,15 @@ enum dlb_status dlb_cuda_empty_cache(void);
 // tuple) are answered without running Python; any other call goes to the
 // type's `_dlpack_slow` method, which checks and honours the rest.
 //
+// `probe` is a `tp` instance whose `_c` slot holds `mark`: the word that
+// holds it tells where every instance keeps its handle capsule, so the
+// methods read it without an attribute lookup (when exactly one word
+// matches; otherwise they look `_c` up).
+//
 // # Safety
 // GIL held; `tp` is the `Tensor` class, whose instances keep their handle
-// capsule in `_c`.
-void *dlb_py_methods(void *tp);
+// capsule in `_c`; `probe` is an instance of it.
+void *dlb_py_methods(void *tp, void *probe, void *mark);
 
 // The builtin `dlbridge.from_dlpack`: a raw capsule, or a producer of a
 // host type, with no `device` / `copy` request, is imported in C; every

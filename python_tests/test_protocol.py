@@ -120,6 +120,24 @@ def test_dlpack_methods_answered_in_c_match_the_python_ones(no_leak):
             t.__dlpack__(max_version=odd)
     with pytest.raises(TypeError):
         dlbridge.Tensor.__dlpack__(np.zeros(1))  # the descriptor checks its self
+    # Keywords are matched by identity with interned names first, then by
+    # value: names built at run time (not interned) are read alike.
+    built = {"".join(["max_", "version"]): (1, 0), "".join(["co", "py"]): None}
+    assert name(t.__dlpack__(**built)) == "dltensor_versioned"
+    # The handle is read from the `_c` slot: a subclass keeps its place, and
+    # an empty slot raises what the attribute would.
+    class Sub(dlbridge.Tensor):
+        __slots__ = ("extra",)
+    s = Sub.__new__(Sub)
+    s._c, s.extra = t._c, 1
+    assert name(s.__dlpack__(max_version=(1, 0))) == "dltensor_versioned"
+    assert s.__dlpack_device__() == (1, 0)
+    with pytest.raises(AttributeError):
+        dlbridge.Tensor.__new__(dlbridge.Tensor).__dlpack__()
+    odd = dlbridge.Tensor.__new__(dlbridge.Tensor)
+    odd._c = object()
+    with pytest.raises(ValueError, match="not a dlbridge tensor handle"):
+        odd.__dlpack__()
 
 
 def test_from_dlpack_builtin_answers_like_the_python_function(no_leak):

@@ -287,5 +287,10 @@ class Tensor:
 # __dlpack_device__, and the common __dlpack__ call (no stream, device or
 # copy request), are answered in C by method descriptors; every other
 # __dlpack__ call reaches the Python method above, kept as _dlpack_slow.
+# They read the handle from the `_c` slot directly; the probe (a Tensor whose
+# `_c` is a known object) lets the library find where the slot lies.
 Tensor._dlpack_slow = Tensor.__dlpack__
-Tensor.__dlpack__, Tensor.__dlpack_device__ = _lib.methods(Tensor)
+_probe = _new_object(Tensor)
+_probe._c = _probe_mark = object()
+Tensor.__dlpack__, Tensor.__dlpack_device__ = _lib.methods(Tensor, _probe, _probe_mark)
+del _probe, _probe_mark

@@ -40,14 +40,19 @@ const HANDLE: &std::ffi::CStr = c"dlbridge.tensor";
 /// # Safety
 /// GIL held; `capsule` is a live object.
 unsafe fn handle<'a>(api: &Api, capsule: *mut c_void) -> Result<TensorRef<'a>, Raised> {
-    // SAFETY: GIL held; IsValid sets no error.
-    if unsafe { (api.capsule_is_valid)(capsule.cast(), HANDLE.as_ptr()) } != 1 {
+    // SAFETY: GIL held; GetPointer checks the object and the name (NULL and
+    // an exception otherwise, replaced by ours).
+    let h = unsafe { (api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()) };
+    if h.is_null() {
         // SAFETY: GIL held by contract.
-        return Err(unsafe { Raised::with(api, Exc::Value, "not a dlbridge tensor handle") });
+        return Err(unsafe {
+            (api.err_clear)();
+            Raised::with(api, Exc::Value, "not a dlbridge tensor handle")
+        });
     }
-    // SAFETY: valid under HANDLE, so it holds a live handle from `into_handle`,
+    // SAFETY: a capsule named HANDLE holds a live handle from `into_handle`,
     // held while the capsule lives.
-    Ok(unsafe { Tensor::borrow_raw((api.capsule_get_pointer)(capsule.cast(), HANDLE.as_ptr()).cast()) })
+    Ok(unsafe { Tensor::borrow_raw(h.cast()) })
 }
 
 /// A new Python object made by `body` from the tensor of handle capsule
@@ -220,7 +225,7 @@ pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::device_tuple(api, h)) }
+    unsafe { object_of(t, |api, h| py::device_tuple(api, h.device())) }
 }
 
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
@@ -270,6 +275,11 @@ unsafe impl<T> Sync for Kept<T> {}
 /// Interned names the C-level `__dlpack__` compares and looks up.
 struct Names {
     handle: Obj,
+    /// Where a Tensor keeps `_c` (its slot), found with a probe; None: read
+    /// it as an attribute.
+    handle_offset: Option<usize>,
+    /// `(1, 0)`, what `__dlpack_device__` answers for host memory.
+    cpu_device: Obj,
     slow: Obj,
     max_version: Obj,
     stream: Obj,
@@ -291,6 +301,23 @@ unsafe fn names(api: &Api) -> Result<&'static Names, Raised> {
     }
 }
 
+/// `tp.__basicsize__`: the bytes of an instance.
+///
+/// # Safety
+/// GIL held; `tp` is a type.
+unsafe fn basic_size(api: &Api, tp: Obj) -> Result<usize, Raised> {
+    // SAFETY: GIL held; the new references are released here.
+    unsafe {
+        let name = new_ref((api.intern)(c"__basicsize__".as_ptr()))?;
+        let size = new_ref((api.get_attr)(tp, name));
+        (api.decref)(name);
+        let size = size?;
+        let n = (api.long_as_long)(size);
+        (api.decref)(size);
+        if n < 0 { Err(Raised(())) } else { Ok(n as usize) }
+    }
+}
+
 /// A new reference, or Raised when CPython returned NULL with an exception set.
 fn new_ref(o: Obj) -> Result<Obj, Raised> {
     if o.is_null() { Err(Raised(())) } else { Ok(o) }
@@ -301,13 +328,35 @@ fn new_ref(o: Obj) -> Result<Obj, Raised> {
 ///
 /// # Safety
 /// GIL held; `this` is a live Tensor.
-unsafe fn from_handle(api: &Api, this: Obj, make: impl FnOnce(*mut c_void) -> *mut c_void) -> Result<Obj, Raised> {
-    // SAFETY: GIL held and a live object (contract); the new reference is released below.
-    let capsule = new_ref(unsafe { (api.get_attr)(this, names(api)?.handle) })?;
-    let made = make(capsule.cast());
-    // SAFETY: the reference `get_attr` returned.
+unsafe fn from_handle(
+    api: &Api,
+    this: Obj,
+    make: impl FnOnce(&Api, &Tensor) -> crate::Result<Obj>,
+) -> Result<Obj, Raised> {
+    // SAFETY: GIL held (contract).
+    let names = unsafe { names(api) }?;
+    // SAFETY: `this` is a Tensor (or a subclass: same slot offsets), whose
+    // `_c` slot lies at `offset`; a filled slot gets a reference of ours.
+    let slot = names.handle_offset.map_or(std::ptr::null_mut(), |offset| unsafe {
+        let capsule = this.cast::<u8>().add(offset).cast::<Obj>().read();
+        if !capsule.is_null() {
+            (api.incref)(capsule);
+        }
+        capsule
+    });
+    let capsule = if slot.is_null() {
+        // No slot offset, or an empty slot: the attribute (raises AttributeError).
+        // SAFETY: GIL held and a live object (contract).
+        new_ref(unsafe { (api.get_attr)(this, names.handle) })?
+    } else {
+        slot
+    };
+    // SAFETY: GIL held; a live object, kept by our reference until the end.
+    let made = unsafe { handle(api, capsule.cast()) }
+        .and_then(|h| make(api, &h).map_err(|e| unsafe { Raised::from(api, &e) }));
+    // SAFETY: the reference taken above.
     unsafe { (api.decref)(capsule) };
-    new_ref(made.cast())
+    made
 }
 
 static DLPACK_DEF: api::PyMethodDef = api::PyMethodDef {
@@ -331,8 +380,18 @@ static DEVICE_DEF: api::PyMethodDef = api::PyMethodDef {
 unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
         // SAFETY: CPython calls methods with the GIL held, on a live Tensor (the
-        // descriptor checks the type); `dlb_py_device` gets a live capsule.
-        unsafe { from_handle(api, this, |c| dlb_py_device(c)) }
+        // descriptor checks the type); the cached tuple lives for good.
+        unsafe {
+            let names = names(api)?;
+            from_handle(api, this, |api, t| {
+                if t.device() == crate::Device::CPU {
+                    (api.incref)(names.cpu_device);
+                    Ok(names.cpu_device)
+                } else {
+                    py::device_tuple(api, t.device())
+                }
+            })
+        }
     })
 }
 
@@ -342,15 +401,33 @@ unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
 /// tuple) are answered without running Python; any other call goes to the
 /// type's `_dlpack_slow` method, which checks and honours the rest.
 ///
+/// `probe` is a `tp` instance whose `_c` slot holds `mark`: the word that
+/// holds it tells where every instance keeps its handle capsule, so the
+/// methods read it without an attribute lookup (when exactly one word
+/// matches; otherwise they look `_c` up).
+///
 /// # Safety
 /// GIL held; `tp` is the `Tensor` class, whose instances keep their handle
-/// capsule in `_c`.
+/// capsule in `_c`; `probe` is an instance of it.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void) -> *mut c_void {
+pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void, probe: *mut c_void, mark: *mut c_void) -> *mut c_void {
     py_guard(std::ptr::null_mut(), |api| {
         // SAFETY: GIL held (contract); static NUL-terminated names.
         let intern = |name: &std::ffi::CStr| unsafe { (api.intern)(name.as_ptr()) };
+        // SAFETY: GIL held; `tp` is a type.
+        let size = unsafe { basic_size(api, tp.cast()) }?;
+        // SAFETY: `probe` is an object of `size` bytes, read word by word
+        // after the object header.
+        let matches: smallvec::SmallVec<[usize; 2]> = (2..size / 8)
+            .map(|word| word * 8)
+            .filter(|&offset| unsafe { probe.cast::<u8>().add(offset).cast::<*mut c_void>().read() } == mark)
+            .collect();
+        // SAFETY: GIL held (contract).
+        let cpu_device =
+            unsafe { py::device_tuple(api, crate::Device::CPU) }.map_err(|e| unsafe { Raised::from(api, &e) })?;
         let names = Names {
+            cpu_device,
+            handle_offset: if matches.len() == 1 { Some(matches[0]) } else { None },
             handle: intern(c"_c"),
             slow: intern(c"_dlpack_slow"),
             max_version: intern(c"max_version"),
@@ -382,13 +459,34 @@ pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void) -> *mut c_void {
     })
 }
 
-/// Whether keyword `name` is `interned` (or spells `ascii`).
+/// The keywords `__dlpack__` takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Keyword {
+    MaxVersion,
+    Stream,
+    DlDevice,
+    Copy,
+    Other,
+}
+
+/// Which keyword `name` is: by identity with the interned names first
+/// (what CPython passes for keywords spelled in code), then by value.
 ///
 /// # Safety
 /// GIL held; `name` is a str.
-unsafe fn is_name(api: &Api, name: Obj, interned: Obj, ascii: &std::ffi::CStr) -> bool {
+unsafe fn keyword(api: &Api, names: &Names, name: Obj) -> Keyword {
+    let table = [
+        (names.max_version, c"max_version", Keyword::MaxVersion),
+        (names.stream, c"stream", Keyword::Stream),
+        (names.dl_device, c"dl_device", Keyword::DlDevice),
+        (names.copy, c"copy", Keyword::Copy),
+    ];
+    if let Some(&(_, _, k)) = table.iter().find(|(interned, _, _)| *interned == name) {
+        return k;
+    }
     // SAFETY: GIL held; the comparison never raises.
-    name == interned || unsafe { (api.unicode_eq_ascii)(name, ascii.as_ptr()) } == 0
+    let spelled = |ascii: &std::ffi::CStr| unsafe { (api.unicode_eq_ascii)(name, ascii.as_ptr()) } == 0;
+    table.iter().find(|(_, ascii, _)| spelled(ascii)).map_or(Keyword::Other, |&(_, _, k)| k)
 }
 
 /// For a call the C path answers, whether the capsule is versioned; None
@@ -408,27 +506,22 @@ unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize
         let mut versioned = false;
         for i in 0..count {
             let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(i));
-            if is_name(api, name, names.max_version, c"max_version") {
-                if value == api.none {
-                    versioned = false;
-                    continue;
+            match keyword(api, names, name) {
+                Keyword::MaxVersion if value == api.none => versioned = false,
+                Keyword::MaxVersion => {
+                    if (api.tuple_size)(value) != 2 {
+                        (api.err_clear)();
+                        return None;
+                    }
+                    let major = (api.long_as_long)((api.tuple_get_item)(value, 0));
+                    if major < 0 {
+                        (api.err_clear)();
+                        return None;
+                    }
+                    versioned = major >= 1;
                 }
-                if (api.tuple_size)(value) != 2 {
-                    (api.err_clear)();
-                    return None;
-                }
-                let major = (api.long_as_long)((api.tuple_get_item)(value, 0));
-                if major < 0 {
-                    (api.err_clear)();
-                    return None;
-                }
-                versioned = major >= 1;
-            } else if value != api.none
-                || !(is_name(api, name, names.stream, c"stream")
-                    || is_name(api, name, names.dl_device, c"dl_device")
-                    || is_name(api, name, names.copy, c"copy"))
-            {
-                return None;
+                Keyword::Stream | Keyword::DlDevice | Keyword::Copy if value == api.none => {}
+                _ => return None,
             }
         }
         Some(versioned)
@@ -444,7 +537,7 @@ unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kw
         match unsafe { plain_request(api, names, args, nargs, kwnames) } {
             // SAFETY: GIL held, a live Tensor (the descriptor checks the type);
             // `dlb_py_to_capsule` gets a live capsule.
-            Some(versioned) => unsafe { from_handle(api, this, |c| dlb_py_to_capsule(c, versioned, false)) },
+            Some(versioned) => unsafe { from_handle(api, this, |api, t| py::to_capsule(api, t.clone(), versioned)) },
             None => {
                 // Everything else: `this._dlpack_slow(*args, **kwargs)`, same arguments.
                 // SAFETY: GIL held; `kwnames` is NULL or a tuple.
@@ -567,7 +660,10 @@ unsafe fn plain_capsule(
         let count = if kwnames.is_null() { 0 } else { (api.tuple_size)(kwnames) };
         for i in 0..count {
             let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(1 + i));
-            let known = is_name(api, name, st.device, c"device") || is_name(api, name, st.copy, c"copy");
+            let known = name == st.device
+                || name == st.copy
+                || (api.unicode_eq_ascii)(name, c"device".as_ptr()) == 0
+                || (api.unicode_eq_ascii)(name, c"copy".as_ptr()) == 0;
             if !known || value != api.none {
                 return Ok(None);
             }

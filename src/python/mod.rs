@@ -379,9 +379,8 @@ pub unsafe fn info_tuple(api: &Api, tensor: &Tensor) -> Result<Obj> {
 ///
 /// # Safety
 /// The GIL must be held.
-pub unsafe fn device_tuple(api: &Api, tensor: &Tensor) -> Result<Obj> {
+pub unsafe fn device_tuple(api: &Api, device: crate::Device) -> Result<Obj> {
     let b = Builder { api };
-    let device = tensor.device();
     b.tuple([b.int(i64::from(device.kind().0)), b.int(i64::from(device.id()))].into_iter())
 }
 
