@@ -388,8 +388,8 @@ enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 // untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
 enum dlb_status dlb_cuda_empty_cache(void);
 
-// Method descriptors for `type.__dlpack__` and `type.__dlpack_device__`,
-// written in C (a tuple of the two). `__dlpack__`: the calls that
+// Descriptors for `type.__dlpack__`, `type.__dlpack_device__` and
+// `type.__array_struct__`, written in C (a tuple of the three). `__dlpack__`: the calls that
 // need nothing but a capsule (keywords absent or None, `max_version` a
 // tuple) are answered without running Python; any other call goes to the
 // type's `_dlpack_slow` method, which checks and honours the rest.

@@ -164,3 +164,28 @@ def test_from_dlpack_builtin_answers_like_the_python_function(no_leak):
         dlbridge.from_dlpack(capsule)
     with pytest.raises(BufferError):
         dlbridge.from_dlpack(np.ones(3, ">f4"))  # NumPy's own refusal comes through
+
+
+def test_memory_the_host_cannot_read_has_no_host_protocols(no_leak):
+    # An OpenCL buffer (its data is a handle, never read): wrapped through
+    # the C API, it has DLPack but neither __array_struct__ (a C getter)
+    # nor __array_interface__: AttributeError, so NumPy moves on to
+    # __array__, which says what to do.
+    from dlbridge import _lib
+    from dlbridge._tensor import _adopt
+
+    handle = ctypes.c_void_p()
+    shape = (ctypes.c_int64 * 1)(4)
+    wrap = _lib.lib.dlb_tensor_wrap
+    wrap.restype = ctypes.c_int
+    status = wrap(ctypes.c_void_p(0x1000), _lib.DLDevice(4, 0), _lib.DLDataType(2, 32, 1), 1, shape, None,
+                  ctypes.c_uint64(0), ctypes.c_uint64(0), None, None, ctypes.byref(handle))
+    assert status == 0
+    t = _adopt(handle.value)
+    assert t.__dlpack_device__() == (4, 0)
+    for name in ("__array_struct__", "__array_interface__"):
+        with pytest.raises(AttributeError, match="opencl"):
+            getattr(t, name)
+        assert not hasattr(t, name)
+    with pytest.raises(TypeError):
+        np.asarray(t)

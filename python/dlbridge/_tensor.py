@@ -15,7 +15,6 @@ _info = _lib.info
 _device = _lib.device
 _to_capsule = _lib.to_capsule
 _array_interface = _lib.array_interface
-_array_struct = _lib.array_struct
 
 READ_ONLY = 1
 IS_COPIED = 2
@@ -157,14 +156,6 @@ class Tensor:
         return _array_interface(self._c)
 
     @property
-    def __array_struct__(self) -> Any:
-        """NumPy's C-level array interface (a capsule): what np.asarray reads
-        first, and fastest. CPU-accessible memory only."""
-        if self._m()[3] not in _HOST_DEVICES:
-            raise AttributeError(f"a {self.device} tensor has no __array_struct__; call .to_device('cpu') first")
-        return _array_struct(self._c)
-
-    @property
     def __cuda_array_interface__(self) -> dict:
         """The CUDA array interface (version 3) of a CUDA tensor, zero copy;
         ``stream`` is 1: consumers order their work after the legacy default
@@ -284,13 +275,14 @@ class Tensor:
         return array
 
 
-# __dlpack_device__, and the common __dlpack__ call (no stream, device or
-# copy request), are answered in C by method descriptors; every other
-# __dlpack__ call reaches the Python method above, kept as _dlpack_slow.
+# __dlpack_device__, __array_struct__ (NumPy's C-level interface: a getter),
+# and the common __dlpack__ call (no stream, device or copy request), are
+# answered in C by descriptors; every other __dlpack__ call reaches the
+# Python method above, kept as _dlpack_slow.
 # They read the handle from the `_c` slot directly; the probe (a Tensor whose
 # `_c` is a known object) lets the library find where the slot lies.
 Tensor._dlpack_slow = Tensor.__dlpack__
 _probe = _new_object(Tensor)
 _probe._c = _probe_mark = object()
-Tensor.__dlpack__, Tensor.__dlpack_device__ = _lib.methods(Tensor, _probe, _probe_mark)
+Tensor.__dlpack__, Tensor.__dlpack_device__, Tensor.__array_struct__ = _lib.methods(Tensor, _probe, _probe_mark)
 del _probe, _probe_mark

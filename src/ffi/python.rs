@@ -208,16 +208,6 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
     unsafe { object_of(t, |api, h| py::array_interface_dict(api, h, h.byte_strides()?)) }
 }
 
-/// The `__array_struct__` capsule of handle capsule `t` (NULL + exception).
-///
-/// # Safety
-/// GIL held; `t` is a live object.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_array_struct(t: *mut c_void) -> *mut c_void {
-    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::array_struct(api, h, h.byte_strides()?)) }
-}
-
 /// `(device_type, device_id)` of handle capsule `t` (NULL + exception).
 ///
 /// # Safety
@@ -331,7 +321,7 @@ fn new_ref(o: Obj) -> Result<Obj, Raised> {
 unsafe fn from_handle(
     api: &Api,
     this: Obj,
-    make: impl FnOnce(&Api, &Tensor) -> crate::Result<Obj>,
+    make: impl FnOnce(&Api, &Tensor) -> Result<Obj, Raised>,
 ) -> Result<Obj, Raised> {
     // SAFETY: GIL held (contract).
     let names = unsafe { names(api) }?;
@@ -352,8 +342,7 @@ unsafe fn from_handle(
         slot
     };
     // SAFETY: GIL held; a live object, kept by our reference until the end.
-    let made = unsafe { handle(api, capsule.cast()) }
-        .and_then(|h| make(api, &h).map_err(|e| unsafe { Raised::from(api, &e) }));
+    let made = unsafe { handle(api, capsule.cast()) }.and_then(|h| make(api, &h));
     // SAFETY: the reference taken above.
     unsafe { (api.decref)(capsule) };
     made
@@ -376,6 +365,35 @@ static DEVICE_DEF: api::PyMethodDef = api::PyMethodDef {
     doc: c"__dlpack_device__()\n--\n\n(device_type, device_id) of this tensor, as DLPack numbers them.".as_ptr(),
 };
 
+static ARRAY_STRUCT_DEF: api::PyGetSetDef = api::PyGetSetDef {
+    name: c"__array_struct__".as_ptr(),
+    get: array_struct_getter as *const c_void,
+    set: std::ptr::null(),
+    doc: c"NumPy's C-level array interface (a capsule): what np.asarray reads first, and fastest. \
+CPU-accessible memory only (AttributeError otherwise)."
+        .as_ptr(),
+    closure: std::ptr::null_mut(),
+};
+
+/// `Tensor.__array_struct__` (see `dlb_py_methods`): AttributeError for
+/// memory the host cannot read, so NumPy looks for its other protocols.
+unsafe extern "C" fn array_struct_getter(this: Obj, _closure: *mut c_void) -> Obj {
+    py_guard(std::ptr::null_mut(), |api| {
+        // SAFETY: CPython calls getters with the GIL held, on a live Tensor (the
+        // descriptor checks the type).
+        unsafe {
+            from_handle(api, this, |api, t| {
+                if !t.device().is_host_accessible() {
+                    let message =
+                        format!("a {} tensor has no __array_struct__; call .to_device('cpu') first", t.device());
+                    return Err(Raised::with(api, Exc::Attribute, &message));
+                }
+                t.byte_strides().and_then(|s| py::array_struct(api, t, s)).map_err(|e| Raised::from(api, &e))
+            })
+        }
+    })
+}
+
 /// `Tensor.__dlpack_device__` (see `dlb_py_methods`).
 unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
     py_guard(std::ptr::null_mut(), |api| {
@@ -388,15 +406,15 @@ unsafe extern "C" fn device_method(this: Obj, _unused: Obj) -> Obj {
                     (api.incref)(names.cpu_device);
                     Ok(names.cpu_device)
                 } else {
-                    py::device_tuple(api, t.device())
+                    py::device_tuple(api, t.device()).map_err(|e| Raised::from(api, &e))
                 }
             })
         }
     })
 }
 
-/// Method descriptors for `type.__dlpack__` and `type.__dlpack_device__`,
-/// written in C (a tuple of the two). `__dlpack__`: the calls that
+/// Descriptors for `type.__dlpack__`, `type.__dlpack_device__` and
+/// `type.__array_struct__`, written in C (a tuple of the three). `__dlpack__`: the calls that
 /// need nothing but a capsule (keywords absent or None, `max_version` a
 /// tuple) are answered without running Python; any other call goes to the
 /// type's `_dlpack_slow` method, which checks and honours the rest.
@@ -443,18 +461,22 @@ pub unsafe extern "C" fn dlb_py_methods(tp: *mut c_void, probe: *mut c_void, mar
         // SAFETY: GIL held; a type object and static method definitions; the
         // new references go into the tuple (which steals them) or are dropped.
         unsafe {
-            let pair = (api.tuple_new)(2);
-            if pair.is_null() {
+            let all = (api.tuple_new)(3);
+            if all.is_null() {
                 return Err(Raised(()));
             }
-            for (i, def) in [&DLPACK_DEF, &DEVICE_DEF].into_iter().enumerate() {
-                let descr = (api.descr_new_method)(tp.cast(), def);
-                if descr.is_null() || (api.tuple_set_item)(pair, i as isize, descr) != 0 {
-                    (api.decref)(pair);
+            for i in 0..3 {
+                let descr = match i {
+                    0 => (api.descr_new_method)(tp.cast(), &DLPACK_DEF),
+                    1 => (api.descr_new_method)(tp.cast(), &DEVICE_DEF),
+                    _ => (api.descr_new_getset)(tp.cast(), &ARRAY_STRUCT_DEF),
+                };
+                if descr.is_null() || (api.tuple_set_item)(all, i, descr) != 0 {
+                    (api.decref)(all);
                     return Err(Raised(()));
                 }
             }
-            Ok(pair.cast())
+            Ok(all.cast())
         }
     })
 }
@@ -537,7 +559,11 @@ unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kw
         match unsafe { plain_request(api, names, args, nargs, kwnames) } {
             // SAFETY: GIL held, a live Tensor (the descriptor checks the type);
             // `dlb_py_to_capsule` gets a live capsule.
-            Some(versioned) => unsafe { from_handle(api, this, |api, t| py::to_capsule(api, t.clone(), versioned)) },
+            Some(versioned) => unsafe {
+                from_handle(api, this, |api, t| {
+                    py::to_capsule(api, t.clone(), versioned).map_err(|e| Raised::from(api, &e))
+                })
+            },
             None => {
                 // Everything else: `this._dlpack_slow(*args, **kwargs)`, same arguments.
                 // SAFETY: GIL held; `kwnames` is NULL or a tuple.

@@ -41,10 +41,11 @@ PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,
 PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString,PyDescr_NewMethod,PyObject_GetAttr,\
 PyUnicode_InternFromString,PyObject_VectorcallMethod,PyTuple_Size,PyTuple_GetItem,PyLong_AsLong,\
 PyUnicode_CompareWithASCIIString,PyErr_Clear,PyObject_Type,PyCFunction_NewEx,PyType_GenericAlloc,\
-PyObject_SetAttr,PyObject_Vectorcall";
+PyObject_SetAttr,PyObject_Vectorcall,PyDescr_NewGetSet";
 
 /// The builtin objects, in registration order (their `id()`).
-pub const OBJECT_NAMES: &CStr = c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError";
+pub const OBJECT_NAMES: &CStr =
+    c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError,AttributeError";
 
 type Destructor = unsafe extern "C" fn(Obj);
 
@@ -64,6 +65,24 @@ pub struct PyMethodDef {
 // SAFETY: static, immutable data (pointers to static strings and a function).
 unsafe impl Sync for PyMethodDef {}
 
+/// CPython's `PyGetSetDef` (stable ABI).
+#[repr(C)]
+pub struct PyGetSetDef {
+    /// The attribute's name.
+    pub name: *const c_char,
+    /// `PyObject *get(PyObject *self, void *closure)`.
+    pub get: *const c_void,
+    /// The setter (NULL: read-only).
+    pub set: *const c_void,
+    /// The docstring.
+    pub doc: *const c_char,
+    /// Passed to `get` and `set`.
+    pub closure: *mut c_void,
+}
+
+// SAFETY: static, immutable data (pointers to static strings and a function).
+unsafe impl Sync for PyGetSetDef {}
+
 /// `METH_FASTCALL | METH_KEYWORDS`.
 pub const METH_FASTCALL_KEYWORDS: c_int = 0x0080 | 0x0002;
 /// `METH_NOARGS`: `PyObject *(*)(PyObject *self, PyObject *unused)`.
@@ -82,6 +101,8 @@ pub enum Exc {
     Memory,
     /// RuntimeError.
     Runtime,
+    /// AttributeError (what a missing protocol attribute raises).
+    Attribute,
 }
 
 /// The registered table.
@@ -120,6 +141,7 @@ pub struct Api {
     pub generic_alloc: unsafe extern "C" fn(Obj, isize) -> Obj,
     pub set_attr: unsafe extern "C" fn(Obj, Obj, Obj) -> c_int,
     pub vectorcall: unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj,
+    pub descr_new_getset: unsafe extern "C" fn(Obj, *const PyGetSetDef) -> Obj,
     pub none: Obj,
     pub true_: Obj,
     pub false_: Obj,
@@ -128,6 +150,7 @@ pub struct Api {
     pub value_error: Obj,
     pub memory_error: Obj,
     pub runtime_error: Obj,
+    pub attribute_error: Obj,
 }
 
 // SAFETY: function pointers and immortal builtin objects; CPython serialises
@@ -202,6 +225,7 @@ pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
             generic_alloc: fn_at(funcs[30]),
             set_attr: fn_at(funcs[31]),
             vectorcall: fn_at(funcs[32]),
+            descr_new_getset: fn_at(funcs[33]),
             none: objects[0],
             true_: objects[1],
             false_: objects[2],
@@ -210,6 +234,7 @@ pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
             value_error: objects[5],
             memory_error: objects[6],
             runtime_error: objects[7],
+            attribute_error: objects[8],
         }
     };
     let _ = API.set(api);
@@ -259,6 +284,7 @@ impl Api {
             Exc::Value => self.value_error,
             Exc::Memory => self.memory_error,
             Exc::Runtime => self.runtime_error,
+            Exc::Attribute => self.attribute_error,
         };
         let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
         // SAFETY: GIL held by contract; `exc` is a registered builtin.
