@@ -194,7 +194,7 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// reference. The count is hand-rolled (as `std::sync::Arc`'s, without the
 /// weak count) so that the block is built in place (validation writes the
 /// view straight into it) and comes from the per-thread spares of
-/// [`crate::block`].
+/// `crate::block`.
 pub struct Tensor(NonNull<Block>);
 
 struct Block {
