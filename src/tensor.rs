@@ -1,8 +1,9 @@
 //! The one internal type: a reference-counted tensor view.
 //!
 //! Every input (wrapped pointer, DLPack import, array interface) becomes a
-//! `Tensor`; every output is made from one. A `Tensor` is one `Arc`'d block
-//! holding the memory's `Owner` and the validated metadata; clones share it.
+//! `Tensor`; every output is made from one. A `Tensor` is one
+//! reference-counted block holding the memory's `Owner` and the validated
+//! metadata; clones share it.
 
 use std::alloc::Layout;
 use std::ffi::c_void;
