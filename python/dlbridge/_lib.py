@@ -100,7 +100,6 @@ from_dlpack_function = _fn("dlb_py_from_dlpack_function", py_object, py_object, 
 add_host_type = _fn("dlb_py_add_host_type", None, py_object)
 array_interface = _fn("dlb_py_array_interface", py_object, py_object)
 info = _fn("dlb_py_info", py_object, py_object)
-device = _fn("dlb_py_device", py_object, py_object)
 raise_last = _fn("dlb_py_raise_last", py_object)
 decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
 

@@ -12,7 +12,6 @@ from . import _lib
 
 _new_object = object.__new__
 _info = _lib.info
-_device = _lib.device
 _to_capsule = _lib.to_capsule
 _array_interface = _lib.array_interface
 
@@ -141,11 +140,6 @@ class Tensor:
                 raise BufferError(f"cannot export a {self.device} tensor to device {target}: {e}") from None
             return _to_capsule(moved._c, versioned, False)
         return _to_capsule(self._c, versioned, copy is True)
-
-    def __dlpack_device__(self) -> Tuple[int, int]:
-        """(device_type, device_id) of this tensor, as DLPack numbers them
-        (replaced below by the same method written in C)."""
-        return _device(self._c)
 
     @property
     def __array_interface__(self) -> dict:

@@ -208,16 +208,6 @@ pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
     unsafe { object_of(t, |api, h| py::array_interface_dict(api, h, h.byte_strides()?)) }
 }
 
-/// `(device_type, device_id)` of handle capsule `t` (NULL + exception).
-///
-/// # Safety
-/// GIL held; `t` is a live object.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_device(t: *mut c_void) -> *mut c_void {
-    // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::device_tuple(api, h.device())) }
-}
-
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
 ///
 /// # Safety
@@ -313,8 +303,8 @@ fn new_ref(o: Obj) -> Result<Obj, Raised> {
     if o.is_null() { Err(Raised(())) } else { Ok(o) }
 }
 
-/// What `make` builds from `this._c`, the Tensor's handle capsule (one of
-/// the `dlb_py_*` entry points above).
+/// What `make` builds from the tensor of `this._c`, the Tensor's handle
+/// capsule (read from its slot when the offset is known).
 ///
 /// # Safety
 /// GIL held; `this` is a live Tensor.
@@ -488,27 +478,21 @@ enum Keyword {
     Stream,
     DlDevice,
     Copy,
-    Other,
 }
 
-/// Which keyword `name` is: by identity with the interned names first
-/// (what CPython passes for keywords spelled in code), then by value.
+/// Which keyword of `table` (interned name, spelling, value) `name` is: by
+/// identity with the interned names first (what CPython passes for
+/// keywords spelled in code), then by spelling; None for any other.
 ///
 /// # Safety
 /// GIL held; `name` is a str.
-unsafe fn keyword(api: &Api, names: &Names, name: Obj) -> Keyword {
-    let table = [
-        (names.max_version, c"max_version", Keyword::MaxVersion),
-        (names.stream, c"stream", Keyword::Stream),
-        (names.dl_device, c"dl_device", Keyword::DlDevice),
-        (names.copy, c"copy", Keyword::Copy),
-    ];
+unsafe fn keyword<K: Copy>(api: &Api, table: &[(Obj, &std::ffi::CStr, K)], name: Obj) -> Option<K> {
     if let Some(&(_, _, k)) = table.iter().find(|(interned, _, _)| *interned == name) {
-        return k;
+        return Some(k);
     }
     // SAFETY: GIL held; the comparison never raises.
     let spelled = |ascii: &std::ffi::CStr| unsafe { (api.unicode_eq_ascii)(name, ascii.as_ptr()) } == 0;
-    table.iter().find(|(_, ascii, _)| spelled(ascii)).map_or(Keyword::Other, |&(_, _, k)| k)
+    table.iter().find(|(_, ascii, _)| spelled(ascii)).map(|&(_, _, k)| k)
 }
 
 /// For a call the C path answers, whether the capsule is versioned; None
@@ -525,12 +509,18 @@ unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize
     // follow the positional arguments in `args` (the whole body).
     unsafe {
         let count = if kwnames.is_null() { 0 } else { (api.tuple_size)(kwnames) };
+        let table = [
+            (names.max_version, c"max_version", Keyword::MaxVersion),
+            (names.stream, c"stream", Keyword::Stream),
+            (names.dl_device, c"dl_device", Keyword::DlDevice),
+            (names.copy, c"copy", Keyword::Copy),
+        ];
         let mut versioned = false;
         for i in 0..count {
             let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(i));
-            match keyword(api, names, name) {
-                Keyword::MaxVersion if value == api.none => versioned = false,
-                Keyword::MaxVersion => {
+            match keyword(api, &table, name) {
+                Some(Keyword::MaxVersion) if value == api.none => versioned = false,
+                Some(Keyword::MaxVersion) => {
                     if (api.tuple_size)(value) != 2 {
                         (api.err_clear)();
                         return None;
@@ -542,7 +532,7 @@ unsafe fn plain_request(api: &Api, names: &Names, args: *const Obj, nargs: isize
                     }
                     versioned = major >= 1;
                 }
-                Keyword::Stream | Keyword::DlDevice | Keyword::Copy if value == api.none => {}
+                Some(Keyword::Stream | Keyword::DlDevice | Keyword::Copy) if value == api.none => {}
                 _ => return None,
             }
         }
@@ -557,8 +547,7 @@ unsafe extern "C" fn dlpack_method(this: Obj, args: *const Obj, nargs: isize, kw
         let names = unsafe { names(api) }?;
         // SAFETY: CPython calls methods with the GIL held and its own arguments.
         match unsafe { plain_request(api, names, args, nargs, kwnames) } {
-            // SAFETY: GIL held, a live Tensor (the descriptor checks the type);
-            // `dlb_py_to_capsule` gets a live capsule.
+            // SAFETY: GIL held, a live Tensor (the descriptor checks the type).
             Some(versioned) => unsafe {
                 from_handle(api, this, |api, t| {
                     py::to_capsule(api, t.clone(), versioned).map_err(|e| Raised::from(api, &e))
@@ -686,10 +675,7 @@ unsafe fn plain_capsule(
         let count = if kwnames.is_null() { 0 } else { (api.tuple_size)(kwnames) };
         for i in 0..count {
             let (name, value) = ((api.tuple_get_item)(kwnames, i), *args.offset(1 + i));
-            let known = name == st.device
-                || name == st.copy
-                || (api.unicode_eq_ascii)(name, c"device".as_ptr()) == 0
-                || (api.unicode_eq_ascii)(name, c"copy".as_ptr()) == 0;
+            let known = keyword(api, &[(st.device, c"device", ()), (st.copy, c"copy", ())], name).is_some();
             if !known || value != api.none {
                 return Ok(None);
             }
