@@ -17,9 +17,9 @@ ABI := $(if $(filter 0,$(MAJOR)),0.$(MINOR),$(MAJOR))
 # What the static library needs from the system (rustc --print native-static-libs).
 NATIVE_LIBS := -ldl -lgcc_s -lutil -lrt -lpthread -lm -lc
 
+# build.rs leaves the soname link (libdlbridge.so.$(ABI)) beside the library.
 build:
 	$(CARGO) build --release
-	ln -sf libdlbridge.so target/release/libdlbridge.so.$(ABI)
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the shared library under its
 # full version with the soname and development links, the static library,

@@ -59,9 +59,11 @@ fn main() {
 
 /// The shared library's soname carries its ABI version: `libdlbridge.so.0.Y`
 /// while the major version is 0 (a minor release may change the ABI), then
-/// `libdlbridge.so.X`. `make build` links `target/release/libdlbridge.so.0.Y`
-/// to the library; `make install` installs it as the full version with both
-/// links.
+/// `libdlbridge.so.X`. A program linked with `-ldlbridge` asks the loader
+/// for the soname, so a plain `cargo build` must leave that name beside the
+/// library too: a link `libdlbridge.so.0.Y -> libdlbridge.so` in the
+/// profile directory (made now, valid once the library is linked). `make
+/// install` installs the library under its full version with both links.
 fn set_soname() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
@@ -69,5 +71,18 @@ fn set_soname() {
     let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("CARGO_PKG_VERSION_MAJOR");
     let minor = env::var("CARGO_PKG_VERSION_MINOR").expect("CARGO_PKG_VERSION_MINOR");
     let abi = if major == "0" { format!("0.{minor}") } else { major };
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdlbridge.so.{abi}");
+    let soname = format!("libdlbridge.so.{abi}");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+    // OUT_DIR is <profile dir>/build/<package>-<hash>/out.
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    if let Some(profile) = out.ancestors().nth(3) {
+        let link = profile.join(&soname);
+        if fs::read_link(&link).ok().as_deref() != Some(std::path::Path::new("libdlbridge.so")) {
+            let _ = fs::remove_file(&link);
+            #[cfg(unix)]
+            if let Err(e) = std::os::unix::fs::symlink("libdlbridge.so", &link) {
+                println!("cargo:warning=could not link {}: {e}", link.display());
+            }
+        }
+    }
 }

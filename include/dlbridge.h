@@ -213,6 +213,14 @@ typedef struct DLPackExchangeAPI {
 
 #endif /* DLPACK_DLPACK_H_ */
 
+/* DLPack 1.0 and 1.1 declare `struct DLManagedTensorVersioned` without a
+ * typedef (1.2 added it): when one of them was included first, give C the
+ * name this header's functions use. C++ needs nothing (a struct's tag is a
+ * type name there). */
+#if !defined(__cplusplus) && DLPACK_MAJOR_VERSION == 1 && DLPACK_MINOR_VERSION < 2
+typedef struct DLManagedTensorVersioned DLManagedTensorVersioned;
+#endif
+
 // Most dimensions a tensor may have.
 #define DLB_MAX_NDIM 64
 
@@ -302,8 +310,10 @@ typedef struct dlb_array_interface {
   const int64_t *strides;
   // Address of the first element (a device pointer for CUDA).
   void *data;
-  // Whether the memory must not be written.
-  bool readonly;
+  // Nonzero when the memory must not be written (output: 1 or 0). A
+  // byte, not a `bool`: C may store any value here, and every value of
+  // a byte has a meaning.
+  uint8_t readonly;
   // The DLPack dtype. Output: always filled. Input: required for "V"
   // typestrs (e.g. {kDLBfloat, 16, 1} with "<V2"), checked against the
   // typestr otherwise; lanes == 0 means not given.
@@ -372,6 +382,7 @@ enum dlb_status dlb_cuda_device_count(int32_t *out);
 // `cudaStream_t`; 0 is refused (DLB_ERR_INVALID_ARGUMENT). dlbridge's own
 // CUDA work is ordered on the legacy default stream, so a producer hands a
 // tensor to a consumer's stream S with `dlb_cuda_stream_wait(dev, S, 1)`.
+// A negative `device` is refused (DLB_ERR_UNSUPPORTED_DEVICE).
 enum dlb_status dlb_cuda_stream_wait(int32_t device, uint64_t waiter, uint64_t signaller);
 
 // Writes the CUDA device that owns the device pointer `ptr` to `*out`
@@ -506,7 +517,11 @@ enum dlb_status dlb_tensor_from_dlpack_versioned(DLManagedTensorVersioned *mt, s
 
 // Consumes a legacy `DLManagedTensor`, zero copy; as
 // `dlb_tensor_from_dlpack_versioned` (ownership passes in every case), but
-// without version or flags: the tensor is imported writable.
+// without version or flags. The legacy ABI cannot say whether the memory
+// may be written (JAX and TensorFlow export immutable arrays this way), so
+// the tensor is read-only: DLPACK_FLAG_BITMASK_READ_ONLY in
+// `dlb_tensor_flags` and in versioned exports. It may still be exported
+// legacy again (`dlb_tensor_to_dlpack`): legacy in, legacy out.
 //
 // # Safety
 // As for `dlb_tensor_from_dlpack_versioned`.
@@ -525,7 +540,8 @@ enum dlb_status dlb_tensor_to_dlpack_versioned(const struct dlb_tensor *t, DLMan
 
 // Exports `t` as a new legacy `DLManagedTensor`, zero copy, as
 // `dlb_tensor_to_dlpack_versioned`. A read-only tensor is refused with
-// DLB_ERR_READ_ONLY (the legacy struct cannot say read-only).
+// DLB_ERR_READ_ONLY (the legacy struct cannot say read-only), unless `t` is
+// itself a legacy import (read-only only because its producer could not say).
 //
 // # Safety
 // As for `dlb_tensor_to_dlpack_versioned`.

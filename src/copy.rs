@@ -180,14 +180,13 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel, target: Device) -> Result
         // extent, and rows first..last map to their own part of `dst`.
         unsafe { walk.run(from.get(), to.get(), out_size, first, last, kernel) }
     };
-    let parts = if dst.nbytes() < PARALLEL_BYTES { 1 } else { rayon::current_num_threads() };
+    let parts = if dst.nbytes() < PARALLEL_BYTES { 1 } else { crate::parallel::threads() };
     if parts < 2 {
         run(0, rows);
     } else if rows == 1 {
         // One long row (a compact source): split it into segments.
         let n = walk.row_len;
-        use rayon::prelude::*;
-        (0..parts).into_par_iter().for_each(|p| {
+        crate::parallel::for_each(parts, |p| {
             let (start, end) = (n * p / parts, n * (p + 1) / parts);
             // SAFETY: elements start..end of the single row, and their own
             // slice of the output.
@@ -201,9 +200,8 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel, target: Device) -> Result
             }
         });
     } else {
-        use rayon::prelude::*;
         let parts = parts.min(rows);
-        (0..parts).into_par_iter().for_each(|p| run(rows * p / parts, rows * (p + 1) / parts));
+        crate::parallel::for_each(parts, |p| run(rows * p / parts, rows * (p + 1) / parts));
     }
     Ok(dst)
 }

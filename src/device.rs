@@ -42,6 +42,9 @@ impl Device {
         if d.device_id < 0 {
             bail!(UnsupportedDevice, "device id {} is negative", d.device_id);
         }
+        if d.device_type == Kind::CPU && d.device_id != 0 {
+            bail!(UnsupportedDevice, "device id {} for kDLCPU: host memory is device 0", d.device_id);
+        }
         Ok(Device(d))
     }
 
@@ -121,7 +124,8 @@ mod tests {
     #[test]
     fn known_devices_round_trip_through_their_names() {
         for (kind, _) in NAMES {
-            let d = Device::new(DLDevice { device_type: kind, device_id: 1 }).unwrap();
+            let id = if kind == Kind::CPU { 0 } else { 1 };
+            let d = Device::new(DLDevice { device_type: kind, device_id: id }).unwrap();
             assert_eq!(Device::parse(&d.to_string()).unwrap(), d);
         }
         assert_eq!(Device::CPU.to_string(), "cpu");
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_types_and_negative_ids() {
-        for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1)] {
+        for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1), (1, 5), (2, -1), (2, i32::MIN)] {
             let e = Device::new(DLDevice { device_type: Kind(t as u32), device_id: id }).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::UnsupportedDevice);
         }

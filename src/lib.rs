@@ -33,6 +33,7 @@ pub mod error;
 pub mod ffi;
 pub mod layout;
 mod owner;
+mod parallel;
 pub mod python;
 pub mod tensor;
 

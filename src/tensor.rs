@@ -33,8 +33,22 @@ impl Flags {
     pub const IS_COPIED: Flags = Flags(ffi::DLPACK_FLAG_BITMASK_IS_COPIED as u64);
     /// Sub-byte elements take one byte each instead of being packed.
     pub const SUBBYTE_PADDED: Flags = Flags(ffi::DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED as u64);
-    /// Every bit this library understands.
+    /// Every DLPack bit this library understands.
     pub const KNOWN: Flags = Flags(Self::READ_ONLY.0 | Self::IS_COPIED.0 | Self::SUBBYTE_PADDED.0);
+    /// Internal, never exported or accepted from outside: set (with
+    /// READ_ONLY) on legacy imports, whose ABI cannot say whether the memory
+    /// may be written. Such a tensor is read-only everywhere, except that it
+    /// may leave again as a legacy tensor: legacy in, legacy out loses
+    /// nothing the producer said.
+    pub const WRITABILITY_UNKNOWN: Flags = Flags(1 << 63);
+
+    /// DLPack flags from outside: unknown bits (and internal ones) refused.
+    pub fn from_dlpack(bits: u64) -> Result<Flags> {
+        if bits & !Flags::KNOWN.0 != 0 {
+            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", bits & !Flags::KNOWN.0);
+        }
+        Ok(Flags(bits))
+    }
 
     /// Whether all bits of `other` are set.
     pub fn contains(self, other: Flags) -> bool {
@@ -106,8 +120,9 @@ impl RawView<'_> {
         let device = Device::new(self.device)?;
         let dtype = DType::new(self.dtype)?;
         let flags = Flags(self.flags);
-        if flags.0 & !Flags::KNOWN.0 != 0 {
-            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
+        let allowed = Flags::KNOWN.0 | Flags::WRITABILITY_UNKNOWN.0;
+        if flags.0 & !allowed != 0 {
+            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !allowed);
         }
         if self.shape.len() > layout::MAX_NDIM {
             bail!(InvalidNdim, "ndim is {}: must be between 0 and {}", self.shape.len(), layout::MAX_NDIM);
@@ -389,6 +404,7 @@ impl Tensor {
     /// with no `release`, for as long as any view of it lives), and
     /// `release(ctx)` must be safe to call once from any thread.
     pub unsafe fn wrap(raw: &RawView<'_>, release: Option<ReleaseFn>, ctx: *mut c_void) -> Result<Tensor> {
+        Flags::from_dlpack(raw.flags)?;
         Tensor::with_owner(raw, || Owner::Borrowed { release, ctx })
     }
 
@@ -429,14 +445,21 @@ impl Tensor {
         self.inner().view.device
     }
 
-    /// DLPack flags.
+    /// DLPack flags (internal bits masked out: what exports carry).
     pub fn flags(&self) -> Flags {
-        self.inner().view.flags
+        self.inner().view.flags & Flags::KNOWN
     }
 
-    /// Whether writes are forbidden.
+    /// Whether writes are forbidden (also when the producer could not say:
+    /// see [`Flags::WRITABILITY_UNKNOWN`]).
     pub fn is_readonly(&self) -> bool {
         self.inner().view.flags.contains(Flags::READ_ONLY)
+    }
+
+    /// Whether this is a legacy import, read-only because its producer
+    /// could not say (see [`Flags::WRITABILITY_UNKNOWN`]).
+    pub fn is_writability_unknown(&self) -> bool {
+        self.inner().view.flags.contains(Flags::WRITABILITY_UNKNOWN)
     }
 
     /// Number of elements.
@@ -465,9 +488,7 @@ impl Tensor {
 
     /// The same view with other flags (e.g. marked read-only).
     pub fn with_flags(&self, flags: Flags) -> Result<Tensor> {
-        if flags.0 & !Flags::KNOWN.0 != 0 {
-            bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !Flags::KNOWN.0);
-        }
+        Flags::from_dlpack(flags.0)?;
         if flags.contains(Flags::SUBBYTE_PADDED) != self.inner().view.flags.contains(Flags::SUBBYTE_PADDED) {
             bail!(InvalidArgument, "the sub-byte padding flag describes the memory and cannot be changed");
         }

@@ -56,7 +56,7 @@ class ArrayInterface(ctypes.Structure):
         ("shape", POINTER(c_int64)),
         ("strides", POINTER(c_int64)),
         ("data", c_void_p),
-        ("readonly", c_bool),
+        ("readonly", c_uint8),
         ("dtype", DLDataType),
         ("device", DLDevice),
     ]

@@ -23,7 +23,7 @@ pub(crate) use without_cuda::*;
 mod without_cuda {
     use super::*;
 
-    pub(crate) fn stream_wait(_device: i32, _waiter: usize, _signaller: usize) -> Result<()> {
+    pub(crate) fn stream_wait(_device: crate::Device, _waiter: usize, _signaller: usize) -> Result<()> {
         bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
     }
 
@@ -385,7 +385,8 @@ mod imp {
     /// `signaller` (an event recorded on one, waited on by the other), on
     /// `device`. Stream values as in the DLPack spec: 1 legacy default, 2
     /// per-thread default, others a `CUstream`. Returns at once.
-    pub(crate) fn stream_wait(device: i32, waiter: usize, signaller: usize) -> Result<()> {
+    pub(crate) fn stream_wait(device: crate::Device, waiter: usize, signaller: usize) -> Result<()> {
+        let device = device.id();
         if waiter == 0 || signaller == 0 {
             bail!(InvalidArgument, "stream 0 is ambiguous: use 1 (legacy default) or 2 (per-thread default)");
         }

@@ -16,7 +16,6 @@ use std::ffi::c_void;
 use std::sync::OnceLock;
 
 use cudarc::driver::{result, sys};
-use rayon::prelude::*;
 
 use super::imp::{LEGACY, PinnedBuffer, driver_error, is_pageable, on_device};
 use crate::error::Result;
@@ -129,7 +128,7 @@ unsafe fn spread_copy(dst: *mut u8, src: *const u8, len: usize) {
         return;
     }
     let (dst, src) = (dst as usize, src as usize);
-    (0..len.div_ceil(PIECE)).into_par_iter().for_each(|piece| {
+    crate::parallel::for_each(len.div_ceil(PIECE), |piece| {
         let at = piece * PIECE;
         // SAFETY: each piece is a disjoint part of the ranges of the contract.
         unsafe { std::ptr::copy_nonoverlapping((src + at) as *const u8, (dst + at) as *mut u8, PIECE.min(len - at)) };

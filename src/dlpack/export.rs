@@ -42,21 +42,42 @@ unsafe fn dims<M>(block: *mut Exported<M>) -> *mut i64 {
     unsafe { block.cast::<u8>().add(size_of::<Exported<M>>()).cast::<i64>() }
 }
 
-/// Our exports' `manager_ctx`: the address of a private static, so an
-/// import can tell our own tensors coming back from foreign ones (and reuse
-/// their view instead of stacking another layer on each round trip).
-static MARKER: u8 = 0;
-
-pub(crate) fn marker() -> *mut c_void {
-    (&raw const MARKER).cast_mut().cast()
+/// Whether `mt` is one of our exports coming back, so an import can take
+/// its view instead of stacking another layer on each round trip. Our
+/// exports point `manager_ctx` at their own block and carry our deleter: a
+/// consumer that copies the struct elsewhere (and perhaps puts in its own
+/// deleter, which DLPack allows: `manager_ctx` is opaque) fails the address
+/// test, so its tensor is treated as foreign and its deleter runs.
+pub(crate) fn is_ours<M: ManagedAbi>(mt: NonNull<M>) -> bool {
+    // SAFETY: the caller holds a live managed tensor.
+    let m = unsafe { mt.as_ref() };
+    m.manager_ctx() == mt.as_ptr().cast::<c_void>()
+        && m.deleter().is_some_and(|d| std::ptr::fn_addr_eq(d, M::EXPORT_DELETER))
 }
 
-/// The deleter of every tensor we export: frees the block, which drops the
-/// tensor's hold on its memory.
+/// The deleter of our versioned exports (see [`delete`]).
+///
+/// # Safety
+/// As for [`delete`].
+pub(crate) unsafe extern "C" fn delete_versioned(mt: *mut DLManagedTensorVersioned) {
+    // SAFETY: forwarded contract.
+    unsafe { delete(mt) }
+}
+
+/// The deleter of our legacy exports (see [`delete`]).
+///
+/// # Safety
+/// As for [`delete`].
+pub(crate) unsafe extern "C" fn delete_legacy(mt: *mut DLManagedTensor) {
+    // SAFETY: forwarded contract.
+    unsafe { delete(mt) }
+}
+
+/// Frees an export's block, which drops the tensor's hold on its memory.
 ///
 /// # Safety
 /// `mt` must be a pointer this module produced, not yet deleted.
-pub(crate) unsafe extern "C" fn delete<M: ManagedAbi>(mt: *mut M) {
+unsafe fn delete<M: ManagedAbi>(mt: *mut M) {
     if !mt.is_null() {
         // SAFETY: by contract, a live block; its tensor is dropped once, here.
         unsafe {
@@ -91,7 +112,7 @@ pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
         && now.byte_offset == then.byte_offset
         && std::ptr::eq(now.shape, shape.as_ptr())
         && std::ptr::eq(now.strides, strides.as_ptr())
-        && managed.flags() == tensor.flags().0
+        && managed.flags() == managed.version().map_or(0, |_| tensor.flags().0)
         && shape == tensor.shape()
         && strides == tensor.strides();
     if unchanged {
@@ -120,7 +141,7 @@ fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
         crate::layout::copy_dims(tensor.shape(), dims);
         crate::layout::copy_dims(tensor.strides(), dims.add(ndim));
         let dl = DLTensor { shape: dims, strides: dims.add(ndim), ..tensor.dltensor() };
-        (&raw mut (*block).managed).write(M::new(dl, tensor.flags().0, delete::<M>));
+        (&raw mut (*block).managed).write(M::new(dl, tensor.flags().0, block.cast()));
         (&raw mut (*block).ndim).write(ndim);
         (&raw mut (*block).tensor).write(tensor);
     }
@@ -136,9 +157,11 @@ pub fn to_versioned(tensor: Tensor) -> *mut DLManagedTensorVersioned {
 }
 
 /// Exports as a legacy `DLManagedTensor`. A read-only tensor is refused:
-/// the legacy ABI cannot say "read-only", and a consumer would write.
+/// the legacy ABI cannot say "read-only", and a consumer would write. A
+/// legacy import (read-only only because its producer could not say) may
+/// leave this way again.
 pub fn to_legacy(tensor: Tensor) -> Result<*mut DLManagedTensor> {
-    if tensor.flags().contains(Flags::READ_ONLY) {
+    if tensor.is_readonly() && !tensor.is_writability_unknown() {
         bail!(
             ReadOnly,
             "a read-only tensor cannot be exported as a legacy DLManagedTensor (it has no read-only flag); use the versioned export"

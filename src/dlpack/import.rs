@@ -10,7 +10,7 @@ use super::ManagedAbi;
 use super::export;
 use crate::error::{Result, bail};
 use crate::layout;
-use crate::tensor::{RawView, Tensor};
+use crate::tensor::{Flags, RawView, Tensor};
 
 /// Consumes a `DLManagedTensorVersioned`.
 ///
@@ -26,8 +26,10 @@ pub unsafe fn from_versioned(mt: NonNull<DLManagedTensorVersioned>) -> Result<Te
     unsafe { consume(mt) }
 }
 
-/// Consumes a legacy `DLManagedTensor` (no version, no flags: imported
-/// writable).
+/// Consumes a legacy `DLManagedTensor`. The legacy ABI cannot say whether
+/// the memory may be written (JAX and TensorFlow export immutable arrays
+/// this way), so the tensor is read-only, except that it may be exported
+/// legacy again (see [`Flags::WRITABILITY_UNKNOWN`]).
 ///
 /// # Safety
 /// As for [`from_versioned`].
@@ -50,9 +52,9 @@ unsafe fn consume<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
             version.minor
         );
     }
-    if m.manager_ctx() == export::marker() && m.deleter().is_some() {
-        // SAFETY: only our exporter stores the marker: `mt` is one of our
-        // blocks, and its ownership is ours now.
+    if export::is_ours(mt) {
+        // SAFETY: `mt` is one of our blocks (see `is_ours`), and its
+        // ownership is ours now.
         return unsafe { export::reclaim(mt) };
     }
     let owner = M::owner(mt); // from here, any early return runs the deleter
@@ -81,6 +83,10 @@ pub(crate) unsafe fn raw_view<M: ManagedAbi>(m: &M) -> Result<RawView<'_>> {
         shape,
         strides,
         byte_offset: dl.byte_offset,
-        flags: m.flags(),
+        // A legacy producer cannot say whether the memory may be written.
+        flags: match m.version() {
+            Some(_) => Flags::from_dlpack(m.flags())?.0,
+            None => (Flags::READ_ONLY | Flags::WRITABILITY_UNKNOWN).0,
+        },
     })
 }

@@ -19,8 +19,12 @@ pub(crate) type Deleter<M> = unsafe extern "C" fn(*mut M);
 
 /// What import and export need to know of a managed-tensor ABI.
 pub(crate) trait ManagedAbi: Sized + 'static {
-    /// A managed struct for `dl`, freed by `deleter`.
-    fn new(dl: DLTensor, flags: u64, deleter: Deleter<Self>) -> Self;
+    /// A managed struct for `dl` whose `manager_ctx` is `ctx`, freed by
+    /// this ABI's export deleter.
+    fn new(dl: DLTensor, flags: u64, ctx: *mut c_void) -> Self;
+    /// The deleter of our exports of this ABI: one non-generic function per
+    /// ABI, so its address is one symbol that imports can compare against.
+    const EXPORT_DELETER: Deleter<Self>;
     /// The producer's deleter.
     fn deleter(&self) -> Option<Deleter<Self>>;
     /// The producer's private context.
@@ -36,11 +40,12 @@ pub(crate) trait ManagedAbi: Sized + 'static {
 }
 
 impl ManagedAbi for DLManagedTensorVersioned {
-    fn new(dl_tensor: DLTensor, flags: u64, deleter: Deleter<Self>) -> Self {
+    const EXPORT_DELETER: Deleter<Self> = export::delete_versioned;
+    fn new(dl_tensor: DLTensor, flags: u64, manager_ctx: *mut c_void) -> Self {
         DLManagedTensorVersioned {
             version: DLPackVersion { major: DLPACK_MAJOR_VERSION, minor: DLPACK_MINOR_VERSION },
-            manager_ctx: export::marker(),
-            deleter: Some(deleter),
+            manager_ctx,
+            deleter: Some(Self::EXPORT_DELETER),
             flags: dlpark::DlpackFlags::from_bits_retain(flags),
             dl_tensor,
         }
@@ -66,8 +71,9 @@ impl ManagedAbi for DLManagedTensorVersioned {
 }
 
 impl ManagedAbi for DLManagedTensor {
-    fn new(dl_tensor: DLTensor, _flags: u64, deleter: Deleter<Self>) -> Self {
-        DLManagedTensor { dl_tensor, manager_ctx: export::marker(), deleter: Some(deleter) }
+    const EXPORT_DELETER: Deleter<Self> = export::delete_legacy;
+    fn new(dl_tensor: DLTensor, _flags: u64, manager_ctx: *mut c_void) -> Self {
+        DLManagedTensor { dl_tensor, manager_ctx, deleter: Some(Self::EXPORT_DELETER) }
     }
     fn deleter(&self) -> Option<Deleter<Self>> {
         self.deleter
@@ -131,13 +137,13 @@ mod tests {
             byte_offset: 0,
         };
         let mut f = Box::new(Foreign {
-            managed: DLManagedTensorVersioned::new(dl, 0, foreign_delete),
+            managed: DLManagedTensorVersioned::new(dl, 0, std::ptr::null_mut()),
             shape: [2, 3],
             strides: [3, 1],
             data: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
             deletes,
         });
-        f.managed.manager_ctx = std::ptr::null_mut();
+        f.managed.deleter = Some(foreign_delete);
         f.managed.dl_tensor.data = f.data.as_mut_ptr().cast::<c_void>();
         f.managed.dl_tensor.shape = f.shape.as_mut_ptr();
         f.managed.dl_tensor.strides = f.strides.as_mut_ptr();
@@ -222,6 +228,52 @@ mod tests {
         assert_eq!(current.data(), t.data());
         assert!(current.same_view(&t));
         assert_eq!(t.references(), 2);
+    }
+
+    /// A consumer's wrapper around one of our exports: a copy of the
+    /// struct, its own deleter (which calls ours on the original).
+    #[repr(C)]
+    struct Rewrapped {
+        managed: DLManagedTensorVersioned,
+        inner: *mut DLManagedTensorVersioned,
+        deletes: &'static AtomicU32,
+    }
+
+    unsafe extern "C" fn rewrapped_delete(mt: *mut DLManagedTensorVersioned) {
+        // SAFETY: `mt` is the first field of a leaked `Box<Rewrapped>`.
+        let r = unsafe { Box::from_raw(mt.cast::<Rewrapped>()) };
+        r.deletes.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the wrapped export, deleted once.
+        unsafe { ((*r.inner).deleter.unwrap())(r.inner) };
+    }
+
+    #[test]
+    fn a_copied_export_is_foreign_even_with_our_manager_ctx_or_deleter() {
+        static DELETES: AtomicU32 = AtomicU32::new(0);
+        let t = Tensor::zeros(Device::CPU, DType::FLOAT32, &[3, 2]).unwrap();
+        for keep_our_deleter in [false, true] {
+            let inner = export::to_versioned(t.clone());
+            // SAFETY: `inner` is live; the copy keeps its manager_ctx (and, in
+            // the second round, even its deleter, though ours is still called
+            // only through the wrapper's).
+            let mut copy = unsafe { std::ptr::read(inner) };
+            copy.deleter = Some(rewrapped_delete);
+            let wrapper = Box::leak(Box::new(Rewrapped { managed: copy, inner, deletes: &DELETES }));
+            let mt = NonNull::from(&mut wrapper.managed);
+            assert!(!export::is_ours(mt));
+            if keep_our_deleter {
+                wrapper.managed.deleter = Some(DLManagedTensorVersioned::EXPORT_DELETER);
+                assert!(!export::is_ours(mt), "the address test alone refuses a copy");
+                wrapper.managed.deleter = Some(rewrapped_delete);
+            }
+            // SAFETY: ownership of the wrapper passes to the import.
+            let back = unsafe { import::from_versioned(mt) }.unwrap();
+            assert!(!back.same_view(&t));
+            assert_eq!((back.data(), back.shape()), (t.data(), t.shape()));
+            drop(back);
+        }
+        assert_eq!(DELETES.load(Ordering::SeqCst), 2, "the wrapper's deleter ran once per import");
+        assert_eq!(t.references(), 1);
     }
 
     #[test]

@@ -38,8 +38,10 @@ pub struct dlb_array_interface {
     pub strides: *const i64,
     /// Address of the first element (a device pointer for CUDA).
     pub data: *mut c_void,
-    /// Whether the memory must not be written.
-    pub readonly: bool,
+    /// Nonzero when the memory must not be written (output: 1 or 0). A
+    /// byte, not a `bool`: C may store any value here, and every value of
+    /// a byte has a meaning.
+    pub readonly: u8,
     /// The DLPack dtype. Output: always filled. Input: required for "V"
     /// typestrs (e.g. {kDLBfloat, 16, 1} with "<V2"), checked against the
     /// typestr otherwise; lanes == 0 means not given.
@@ -80,7 +82,7 @@ pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *
             shape: tensor.shape().as_ptr(),
             strides: strides.as_ptr(),
             data: if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() },
-            readonly: tensor.is_readonly(),
+            readonly: u8::from(tensor.is_readonly()),
             dtype: tensor.dtype().raw(),
             device: tensor.device().raw(),
         };
@@ -161,7 +163,7 @@ unsafe fn fields_of(ai: &dlb_array_interface) -> Result<Fields<'_>> {
         shape,
         strides,
         data: ai.data,
-        readonly: ai.readonly,
+        readonly: ai.readonly != 0,
         device,
     };
     Ok(fields)

@@ -29,9 +29,10 @@ pub unsafe extern "C" fn dlb_cuda_device_count(out: *mut i32) -> dlb_status {
 /// `cudaStream_t`; 0 is refused (DLB_ERR_INVALID_ARGUMENT). dlbridge's own
 /// CUDA work is ordered on the legacy default stream, so a producer hands a
 /// tensor to a consumer's stream S with `dlb_cuda_stream_wait(dev, S, 1)`.
+/// A negative `device` is refused (DLB_ERR_UNSUPPORTED_DEVICE).
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_cuda_stream_wait(device: i32, waiter: u64, signaller: u64) -> dlb_status {
-    guard::status(|| crate::cuda::stream_wait(device, waiter as usize, signaller as usize))
+    guard::status(|| crate::cuda::stream_wait(crate::Device::cuda(device)?, waiter as usize, signaller as usize))
 }
 
 /// Writes the CUDA device that owns the device pointer `ptr` to `*out`

@@ -14,17 +14,25 @@ thread_local! {
     static LAST_KIND: Cell<Option<ErrorKind>> = const { Cell::new(None) };
 }
 
+/// Stands in for the message while the thread's storage is being torn down
+/// (atexit handlers, pthread key and C++ static destructors): the message
+/// cannot be kept then, and nothing may panic.
+const TEARDOWN: &std::ffi::CStr =
+    c"dlbridge: the detailed message is unavailable while this thread's storage is being destroyed";
+
+// Every access uses `try_with`: during thread-local teardown `with` would
+// panic, and a panic there cannot be caught on its way out of the C ABI.
 fn record(message: &str, kind: Option<ErrorKind>) {
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|m| *m.borrow_mut() = text);
-    LAST_KIND.with(|k| k.set(kind));
+    let _ = LAST_ERROR.try_with(|m| m.try_borrow_mut().map(|mut m| *m = text));
+    let _ = LAST_KIND.try_with(|k| k.set(kind));
 }
 
-/// The calling thread's last error as a core error (None for a panic or
-/// before any failure).
+/// The calling thread's last error as a core error (None for a panic,
+/// before any failure, or during thread teardown).
 pub(crate) fn last_error_value() -> Option<Error> {
-    let kind = LAST_KIND.with(Cell::get)?;
-    let message = LAST_ERROR.with(|m| m.borrow().to_string_lossy().into_owned());
+    let kind = LAST_KIND.try_with(Cell::get).ok()??;
+    let message = LAST_ERROR.try_with(|m| m.borrow().to_string_lossy().into_owned()).ok()?;
     Some(Error::new(kind, message))
 }
 
@@ -61,9 +69,11 @@ pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     })
 }
 
-/// The calling thread's last message (empty before any failure).
+/// The calling thread's last message (empty before any failure; a fixed
+/// text during thread teardown). The pointer stays valid until the thread's
+/// next failing call (its storage is replaced, not mutated, on a failure).
 pub(crate) fn last_error() -> *const c_char {
-    LAST_ERROR.with(|m| m.borrow().as_ptr())
+    LAST_ERROR.try_with(|m| m.borrow().as_ptr()).unwrap_or(TEARDOWN.as_ptr())
 }
 
 /// A required pointer argument.

@@ -203,7 +203,11 @@ pub unsafe extern "C" fn dlb_tensor_from_dlpack_versioned(
 
 /// Consumes a legacy `DLManagedTensor`, zero copy; as
 /// `dlb_tensor_from_dlpack_versioned` (ownership passes in every case), but
-/// without version or flags: the tensor is imported writable.
+/// without version or flags. The legacy ABI cannot say whether the memory
+/// may be written (JAX and TensorFlow export immutable arrays this way), so
+/// the tensor is read-only: DLPACK_FLAG_BITMASK_READ_ONLY in
+/// `dlb_tensor_flags` and in versioned exports. It may still be exported
+/// legacy again (`dlb_tensor_to_dlpack`): legacy in, legacy out.
 ///
 /// # Safety
 /// As for `dlb_tensor_from_dlpack_versioned`.
@@ -246,7 +250,8 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
 
 /// Exports `t` as a new legacy `DLManagedTensor`, zero copy, as
 /// `dlb_tensor_to_dlpack_versioned`. A read-only tensor is refused with
-/// DLB_ERR_READ_ONLY (the legacy struct cannot say read-only).
+/// DLB_ERR_READ_ONLY (the legacy struct cannot say read-only), unless `t` is
+/// itself a legacy import (read-only only because its producer could not say).
 ///
 /// # Safety
 /// As for `dlb_tensor_to_dlpack_versioned`.
