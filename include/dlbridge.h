@@ -230,12 +230,6 @@ typedef struct DLManagedTensorVersioned DLManagedTensorVersioned;
 // The array-interface version `dlb_array_interface` speaks.
 #define DLB_ARRAY_INTERFACE_VERSION 3
 
-// `METH_FASTCALL | METH_KEYWORDS`.
-#define METH_FASTCALL_KEYWORDS (128 | 2)
-
-// `METH_NOARGS`: `PyObject *(*)(PyObject *self, PyObject *unused)`.
-#define METH_NOARGS 4
-
 // Result of every fallible dlbridge function. `DLB_OK` is 0; each error
 // has a fixed number that is never renumbered or reused.
 typedef enum dlb_status {
@@ -398,38 +392,6 @@ enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 // per-device memory pools (up to 2 GiB each is kept). Memory in use is
 // untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
 enum dlb_status dlb_cuda_empty_cache(void);
-
-// Descriptors for `type.__dlpack__`, `type.__dlpack_device__` and
-// `type.__array_struct__`, written in C (a tuple of the three). `__dlpack__`: the calls that
-// need nothing but a capsule (keywords absent or None, `max_version` a
-// tuple) are answered without running Python; any other call goes to the
-// type's `_dlpack_slow` method, which checks and honours the rest.
-//
-// `probe` is a `tp` instance whose `_c` slot holds `mark`: the word that
-// holds it tells where every instance keeps its handle capsule, so the
-// methods read it without an attribute lookup (when exactly one word
-// matches; otherwise they look `_c` up).
-//
-// # Safety
-// GIL held; `tp` is the `Tensor` class, whose instances keep their handle
-// capsule in `_c`; `probe` is an instance of it.
-void *dlb_py_methods(void *tp, void *probe, void *mark);
-
-// The builtin `dlbridge.from_dlpack`: a raw capsule, or a producer of a
-// host type, with no `device` / `copy` request, is imported in C; every
-// other call goes to `slow` (the Python function) with the same arguments.
-//
-// # Safety
-// GIL held; `tensor_type` is the `Tensor` class (instances hold their
-// handle capsule in `_c`), `slow` a callable; both stay referenced here.
-void *dlb_py_from_dlpack_function(void *tensor_type, void *slow);
-
-// Marks `tp` as a type whose instances are in host memory (see `HOST_TYPES`).
-//
-// # Safety
-// GIL held; `tp` is a type object that lives as long as the process (a
-// reference is kept).
-void dlb_py_add_host_type(void *tp);
 
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:

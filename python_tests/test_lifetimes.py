@@ -2,6 +2,9 @@
 nothing leaks (dlbridge's live-tensor count returns to its baseline)."""
 
 import gc
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -139,11 +142,30 @@ print("exiting with", dlbridge.live_tensor_count(), "live tensors")
     assert "exiting with 3 live tensors" in r.stdout
 
 
-def test_bfloat16_without_ml_dtypes_is_a_clear_error(monkeypatch, no_leak):
-    import sys
+def test_bfloat16_without_ml_dtypes_is_a_clear_error():
+    # In a fresh interpreter where ml_dtypes cannot be imported at all.
+    code = (
+        "import sys; sys.modules['ml_dtypes'] = None\n"
+        "import numpy as np, dlbridge\n"
+        "t = dlbridge.zeros((2,), 'bfloat16')\n"
+        "try:\n    t.numpy()\nexcept TypeError as e:\n    assert 'install ml_dtypes' in str(e), e\n"
+        "else:\n    raise AssertionError('numpy() without ml_dtypes')\n"
+        "assert np.asarray(t).dtype == np.dtype('V2')  # the raw bytes are still reachable\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 
-    t = dlbridge.zeros((2,), "bfloat16")
-    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # as if not installed
-    with pytest.raises(TypeError, match="install ml_dtypes"):
-        t.numpy()
-    assert np.asarray(t).dtype == np.dtype("V2")  # the raw bytes are still reachable
+
+def test_bfloat16_and_fp8_keep_their_type_through_np_asarray(no_leak):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        t = dlbridge.asarray(np.arange(4, dtype=np.float32).astype(getattr(ml_dtypes, name)))
+        assert t.dtype == name
+        for convert in (np.asarray, np.array):
+            a = convert(t)
+            assert a.dtype == np.dtype(getattr(ml_dtypes, name)), (name, convert)
+            assert a.astype(np.float32).tolist() == [0.0, 1.0, 2.0, 3.0]
+        # ... and dlbridge takes that array back.
+        assert dlbridge.asarray(np.asarray(t)).dtype == name

@@ -39,7 +39,8 @@ def test_bad_arguments_raise_the_spec_exceptions(no_leak):
         t.__dlpack__(dl_device=(2, 0), copy=False)
     with pytest.raises(TypeError):
         t.__dlpack__(1)  # keyword-only
-    assert capsule_name(t.__dlpack__(stream=-1, max_version=(1, 3))) == "dltensor_versioned"
+    with pytest.raises(ValueError, match="only None"):
+        t.__dlpack__(stream=-1, max_version=(1, 3))  # CPU: any stream, -1 included, is refused (as NumPy does)
 
 
 def test_copy_true_exports_a_copy(no_leak):
@@ -80,7 +81,10 @@ def test_legacy_only_producer_is_accepted(no_leak):
 
     a = np.arange(4.0)
     t = dlbridge.from_dlpack(Old(a))
-    assert t.data_ptr == a.ctypes.data and not t.readonly
+    # A legacy capsule cannot say whether the memory may be written: read-only
+    # (as np.from_dlpack makes it), but it may leave as a legacy capsule again.
+    assert t.data_ptr == a.ctypes.data and t.readonly
+    assert capsule_name(t.__dlpack__()) == "dltensor"
 
 
 def test_repr_and_properties(no_leak):
@@ -110,7 +114,8 @@ def test_dlpack_methods_answered_in_c_match_the_python_ones(no_leak):
     assert name(t.__dlpack__(max_version=(1, 0))) == "dltensor_versioned"
     assert name(t.__dlpack__(max_version=(2, 1), stream=None, dl_device=None, copy=None)) == "dltensor_versioned"
     assert name(t.__dlpack__(copy=True, max_version=(1, 3))) == "dltensor_versioned"
-    assert name(t.__dlpack__(stream=-1)) == "dltensor"
+    with pytest.raises(ValueError, match="only None"):
+        t.__dlpack__(stream=-1)  # CPU memory: no stream at all
     with pytest.raises(TypeError):
         t.__dlpack__(None)  # keywords only
     with pytest.raises(TypeError):

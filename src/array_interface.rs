@@ -58,16 +58,28 @@ pub fn parse_typestr(typestr: &str, hint: Option<DLDataType>) -> Result<DType> {
 /// As [`parse_typestr`], but non-native byte order is allowed and reported
 /// (`true`: the data must be byte-swapped).
 pub fn parse_typestr_order(typestr: &str, hint: Option<DLDataType>) -> Result<(DType, bool)> {
-    let bytes = typestr.as_bytes();
-    let size = typestr
-        .get(2..)
-        .and_then(|s| if s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<usize>().ok() } else { None });
-    let (Some(&order), Some(&kind), Some(size)) = (bytes.first(), bytes.get(1), size) else {
+    // The byte-order character is optional (NumPy reads "f8" as native).
+    let (order, rest) = match typestr.as_bytes().first() {
+        Some(&c @ (b'<' | b'>' | b'|' | b'=')) => (c, &typestr[1..]),
+        _ => (b'=', typestr),
+    };
+    let Some(&kind) = rest.as_bytes().first() else {
         bail!(InvalidTypestr, "malformed typestr {typestr:?}: expected byte order, kind and item size, e.g. \"<f4\"");
     };
-    if !matches!(order, b'<' | b'>' | b'|' | b'=') {
-        bail!(InvalidTypestr, "malformed typestr {typestr:?}: byte order must be one of < > | =");
+    // Before the size: these kinds carry more than a size ("<M8[ns]", "|O").
+    if matches!(kind, b'm' | b'M' | b'O' | b'S' | b'U' | b'a') {
+        bail!(
+            UnsupportedDtype,
+            "typestr {typestr:?}: kind '{}' (datetime, timedelta, object or string) cannot be exchanged",
+            kind as char
+        );
     }
+    let size = rest.get(1..).and_then(|s| {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<usize>().ok() } else { None }
+    });
+    let Some(size) = size else {
+        bail!(InvalidTypestr, "malformed typestr {typestr:?}: expected byte order, kind and item size, e.g. \"<f4\"");
+    };
     if size == 0 {
         bail!(InvalidTypestr, "malformed typestr {typestr:?}: item size 0");
     }
@@ -111,13 +123,6 @@ pub fn parse_typestr_order(typestr: &str, hint: Option<DLDataType>) -> Result<(D
         }
         (b'b' | b'i' | b'u' | b'f' | b'c', _) => {
             bail!(UnsupportedDtype, "typestr {typestr:?}: no DLPack type of kind '{}' has {size} bytes", kind as char)
-        }
-        (b'm' | b'M' | b'O' | b'S' | b'U' | b'a', _) => {
-            bail!(
-                UnsupportedDtype,
-                "typestr {typestr:?}: kind '{}' (datetime, object or string) cannot be exchanged",
-                kind as char
-            )
         }
         _ => bail!(InvalidTypestr, "malformed typestr {typestr:?}: unknown kind '{}'", kind as char),
     };
@@ -315,7 +320,7 @@ mod tests {
             ("", ErrorKind::InvalidTypestr),
             ("<", ErrorKind::InvalidTypestr),
             ("<f", ErrorKind::InvalidTypestr),
-            ("f4", ErrorKind::InvalidTypestr),
+            ("f", ErrorKind::InvalidTypestr),
             ("<f4x", ErrorKind::InvalidTypestr),
             ("<q4", ErrorKind::InvalidTypestr),
             ("<f0", ErrorKind::InvalidTypestr),
@@ -324,6 +329,9 @@ mod tests {
             (">c16", ErrorKind::ByteOrder),
             ("<f16", ErrorKind::UnsupportedDtype),
             ("<M8", ErrorKind::UnsupportedDtype),
+            ("<M8[D]", ErrorKind::UnsupportedDtype),
+            ("<m8[ns]", ErrorKind::UnsupportedDtype),
+            ("|O", ErrorKind::UnsupportedDtype),
             ("|O8", ErrorKind::UnsupportedDtype),
             ("<U4", ErrorKind::UnsupportedDtype),
             ("|b2", ErrorKind::UnsupportedDtype),
@@ -331,6 +339,9 @@ mod tests {
             assert_eq!(parse_typestr(s, None).unwrap_err().kind(), kind, "{s:?}");
         }
         assert_eq!(parse_typestr(">i1", None).unwrap(), DType::INT8);
+        // No byte-order character: native, as NumPy reads it.
+        assert_eq!(parse_typestr("f8", None).unwrap(), DType::FLOAT64);
+        assert_eq!(parse_typestr("b1", None).unwrap(), DType::BOOL);
         assert_eq!(parse_typestr("<f4", Some(DType::INT32.raw())).unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import datetime as _datetime
+import operator
 import sys
 from typing import Any, Optional, Sequence
 
 from . import _lib
-from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, parse_device
+from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, copy_flag, parse_device
 
 __all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count",
            "cuda_empty_cache", "__version__"]
@@ -35,14 +36,16 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
     producer for a copy on that device; ``copy=True`` / ``False`` is passed
     on (always / never copy). A capsule can be consumed once.
     """
+    copy = copy_flag(copy)
+    target = None if device is None else parse_device(device)
     if type(x) is _CapsuleType:
-        return _honour(_wrap(_from_capsule(x)), device, copy)
+        return _honour(_wrap(_from_capsule(x)), target, copy)
     try:
         dlpack = x.__dlpack__
     except AttributeError:
         raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
     stream = None if type(x) in _HOST_TYPES else _consumer_stream(x)
-    if device is None and copy is None and stream is None:
+    if target is None and copy is None and stream is None:
         try:
             capsule = dlpack(max_version=_MAX_VERSION)
         except TypeError:
@@ -53,14 +56,22 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         kwargs["stream"] = stream
     if copy is not None:
         kwargs["copy"] = copy
-    if device is not None:
-        kwargs["dl_device"] = parse_device(device)
+    if target is not None:
+        kwargs["dl_device"] = target
     try:
         capsule = dlpack(**kwargs)
     except TypeError:
         # An old producer: take what it has, then honour the request here.
         old = dlpack() if stream is None else dlpack(stream=stream)
-        return _honour(_wrap(_from_capsule(old)), device, copy)
+        return _honour(_wrap(_from_capsule(old)), target, copy)
+    except BufferError:
+        if target is None or copy is False:
+            raise
+        # The producer cannot put its data on that device: take it where it
+        # is and move it here (docs/streams-and-devices.md).
+        del kwargs["dl_device"]
+        kwargs.pop("copy", None)
+        return _honour(_wrap(_from_capsule(dlpack(**kwargs))), target, copy)
     return _wrap(_from_capsule(capsule))
 
 
@@ -92,11 +103,17 @@ _from_dlpack_python = from_dlpack
 from_dlpack = _lib.from_dlpack_function(Tensor, _from_dlpack_python)  # noqa: F811
 
 
-def _honour(t: Tensor, device: Any, copy: Optional[bool]) -> Tensor:
+def _honour(t: Tensor, target: Optional[tuple], copy: Optional[bool]) -> Tensor:
     """Applies from_dlpack's device / copy request to a tensor the producer
-    handed over as it was (a raw capsule, or a producer without keywords)."""
-    if device is not None and parse_device(device) != t.__dlpack_device__():
-        return t.to_device(device)
+    handed over as it was (a raw capsule, or a producer that could not).
+    Whatever stands in the way of the device request is a BufferError."""
+    if target is not None and target != t.__dlpack_device__():
+        if copy is False:
+            raise BufferError(f"moving a {t.device} tensor to device {target} needs a copy, and copy=False forbids it")
+        try:
+            return t.to_device(target)
+        except (BufferError, RuntimeError) as e:
+            raise BufferError(f"cannot move a {t.device} tensor to device {target}: {e}") from None
     return t.copy() if copy else t
 
 
@@ -109,6 +126,7 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     byte-swapped into a copy); ``copy=False`` never copies (BufferError
     where a copy would be needed).
     """
+    copy = copy_flag(copy)
     if type(x) is Tensor:
         return x.copy() if copy else x
     if type(x) is _CapsuleType:
@@ -143,19 +161,77 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     return t.copy() if copy else t
 
 
-def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cuda: bool = False) -> Tensor:
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _ai_ints(value: Any, key: str, low: int) -> tuple:
+    """A tuple of integers of an array-interface dict, each range-checked
+    (never truncated): `low` .. 2**63 - 1."""
+    if not isinstance(value, tuple):
+        raise TypeError(f"__array_interface__ {key} must be a tuple, not {type(value).__name__}")
+    out = []
+    for i, v in enumerate(value):
+        try:
+            v = operator.index(v)
+        except TypeError:
+            raise TypeError(f"__array_interface__ {key}[{i}] must be an integer, not {type(v).__name__}") from None
+        if not low <= v <= _INT64_MAX:
+            raise ValueError(f"__array_interface__ {key}[{i}] = {v} is out of range ({low} to 2**63 - 1)")
+        out.append(v)
+    return tuple(out)
+
+
+def _is_numpy_scalar(x: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(x, np.generic)
+
+
+def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda: bool = False) -> Tensor:
+    """A tensor over the memory an (CUDA) array-interface dict describes,
+    checked as NumPy checks it. The tensor keeps `owner` and the dict alive:
+    the memory may belong to an object only the dict holds (NumPy scalars
+    put a temporary array under "__ref")."""
+    if not isinstance(ai, dict):
+        raise ValueError(f"__array_interface__ must be a dict, not {type(ai).__name__}")
+    if "shape" not in ai:
+        raise ValueError("Missing __array_interface__ shape")
+    if "typestr" not in ai:
+        raise ValueError("Missing __array_interface__ typestr")
+    shape = _ai_ints(ai["shape"], "shape", 0)
+    typestr = ai["typestr"]
+    if isinstance(typestr, str):
+        typestr = typestr.encode("ascii", "replace")
+    elif not isinstance(typestr, bytes):
+        raise TypeError(f"__array_interface__ typestr must be a str, not {type(typestr).__name__}")
+    kind = typestr[1:2] if typestr[:1] in (b"<", b">", b"|", b"=") else typestr[:1]
+    if kind in (b"M", b"m", b"O", b"S", b"U", b"a"):
+        raise BufferError(f"typestr {ai['typestr']!r}: datetime, timedelta, object and string data cannot be "
+                          "exchanged through DLPack")
+    if len(typestr) > 7:
+        raise ValueError(f"malformed typestr {ai['typestr']!r}")
+    strides = ai.get("strides")
+    if strides is not None:
+        strides = _ai_ints(strides, "strides", _INT64_MIN)
+        if len(strides) != len(shape):
+            raise ValueError("mismatch in length of strides and shape")
     if ai.get("mask") is not None:
         raise BufferError("masked array interfaces cannot be exchanged")
     data = ai.get("data")
     if not isinstance(data, tuple):
-        raise BufferError("array interfaces whose data is a buffer object are not supported; pass the buffer")
-    shape = tuple(ai["shape"])
-    strides = ai.get("strides")
+        raise BufferError("array interfaces whose data is a buffer object (or None) are not supported; "
+                          "pass the buffer itself")
+    if len(data) != 2:
+        raise TypeError("__array_interface__ data must be a 2-tuple with (data pointer integer, read-only flag)")
+    try:
+        address = operator.index(data[0])
+    except TypeError:
+        raise TypeError(f"__array_interface__ data pointer must be an integer, not {type(data[0]).__name__}") from None
+    if not 0 <= address < 1 << 64:
+        raise OverflowError(f"__array_interface__ data pointer {address} is not an address (0 to 2**64 - 1)")
+    # NumPy scalars describe a temporary copy: never writable through us.
+    readonly = bool(data[1]) or _is_numpy_scalar(owner)
     c = _lib.ArrayInterface()
-    c.version = int(ai.get("version", 3))
-    typestr = ai["typestr"].encode()
-    if len(typestr) > 7:
-        raise ValueError(f"malformed typestr {ai['typestr']!r}")
+    c.version = 3
     c.typestr = typestr
     c.ndim = len(shape)
     shape_arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
@@ -163,10 +239,10 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cud
     if strides is not None:
         strides_arr = (ctypes.c_int64 * max(len(strides), 1))(*strides)
         c.strides = strides_arr
-    c.data = int(data[0]) + int(ai.get("offset", 0))
-    c.readonly = bool(data[1])
+    c.data = address
+    c.readonly = readonly
     # ml_dtypes arrays say "<V2", "<V1" or even "<f1" (NumPy's dtype.name is slow: only asked then).
-    vague = typestr[1:2] == b"V" or typestr[1:] == b"f1"
+    vague = kind == b"V" or typestr[-2:] == b"f1"
     name = getattr(getattr(owner, "dtype", None), "name", None) if vague else None
     if name in _ML_DTYPES:
         _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
@@ -177,19 +253,23 @@ def _from_array_interface(owner: Any, ai: dict, copy: Optional[bool] = None, cud
         c.device = _lib.DLDevice(2, device.value)
         stream = ai.get("stream")
         if stream is not None:
-            # The producer's pending work on `stream` must come before ours,
-            # which runs on the legacy default stream.
-            _lib.check(_lib.cuda_stream_wait(device.value, 1, int(stream)))
+            if type(stream) is not int or stream == 0 or not -1 <= stream < 1 << 64:
+                raise ValueError(f"__cuda_array_interface__ stream must be None, -1 or a stream handle, not {stream!r}")
+            if stream != -1:
+                # The producer's pending work on `stream` must come before ours,
+                # which runs on the legacy default stream.
+                _lib.check(_lib.cuda_stream_wait(device.value, 1, stream))
     out = ctypes.c_void_p()
     swapped = len(typestr) > 2 and typestr[:1] == (b">" if sys.byteorder == "little" else b"<") and typestr[2:] != b"1"
     if not cuda and (copy or (swapped and copy is None)):
         # A copy is allowed (or asked for): the other byte order is swapped on the way.
         _lib.check(_lib.tensor_copy_from_array_interface(ctypes.byref(c), ctypes.byref(out)))
         return _adopt(out.value)
-    _lib.incref(owner)
-    status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(owner), ctypes.byref(out))
+    keep = (owner, ai)
+    _lib.incref(keep)
+    status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(keep), ctypes.byref(out))
     if status:
-        _lib.decref(owner)
+        _lib.decref(keep)
         _lib.check(status)
     return _adopt(out.value)
 

@@ -101,6 +101,7 @@ add_host_type = _fn("dlb_py_add_host_type", None, py_object)
 array_interface = _fn("dlb_py_array_interface", py_object, py_object)
 info = _fn("dlb_py_info", py_object, py_object)
 raise_last = _fn("dlb_py_raise_last", py_object)
+set_void_resolver = _fn("dlb_py_set_void_resolver", None, py_object)
 decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
 
 incref = ctypes.pythonapi.Py_IncRef

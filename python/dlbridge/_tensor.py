@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import operator
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 if TYPE_CHECKING:  # NumPy is optional at run time
@@ -35,6 +36,45 @@ _ML_DTYPES = frozenset((
 ))
 
 
+def _numpy_type(name: str) -> Any:
+    """The NumPy type of a dtype NumPy lacks (ml_dtypes'), or None: what
+    ``__array_struct__`` hands NumPy as ``descr`` so ``np.asarray`` keeps it."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return getattr(ml_dtypes, name, None)
+
+
+_lib.set_void_resolver(_numpy_type)
+
+
+def copy_flag(copy: Any) -> Optional[bool]:
+    """A ``copy`` argument as None / True / False: bools and NumPy's bools
+    by truth value; anything else (strings, arrays, ints) is a ValueError,
+    as NumPy raises."""
+    if copy is None or copy is True or copy is False:
+        return copy
+    if type(copy).__name__ == "bool" and type(copy).__module__ == "numpy":
+        return bool(copy)  # np.True_ / np.False_
+    raise ValueError(f"copy must be True, False or None, not {copy!r}")
+
+
+_DEVICE_INT_MAX = (1 << 31) - 1
+
+
+def _device_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, not a bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, not {type(value).__name__}") from None
+    if not 0 <= value <= _DEVICE_INT_MAX:
+        raise ValueError(f"{what} {value} is out of range (0 to 2**31 - 1)")
+    return value
+
+
 def _wrap(capsule: Any) -> "Tensor":
     """A Tensor around a handle capsule (its destructor frees the handle)."""
     t = _new_object(Tensor)
@@ -64,19 +104,25 @@ def dtype_of(dtype: Any) -> "_lib.DLDataType":
 
 def parse_device(device: Any) -> Tuple[int, int]:
     """(device_type, device_id) from "cpu", "cuda:1", a (type, id) pair, or
-    an object with ``__dlpack_device__``."""
+    an object with ``__dlpack_device__``. Malformed or out-of-range values
+    (ids must fit in 0 .. 2**31 - 1) are a ValueError; a host device's id
+    may be None (PaddlePaddle's ``(1, None)``) and reads as 0. Whether the
+    device exists is checked where it is used (BufferError there)."""
+    if not isinstance(device, (tuple, str)) and hasattr(device, "__dlpack_device__"):
+        device = device.__dlpack_device__()
+        if not isinstance(device, tuple):
+            device = tuple(device)
     if isinstance(device, tuple) and len(device) == 2:
-        return int(device[0]), int(device[1])
-    if hasattr(device, "__dlpack_device__"):
-        return tuple(device.__dlpack_device__())
+        kind, index = device
+        kind = _device_int(kind, "device type")
+        if index is None and kind in _HOST_DEVICES:
+            index = 0
+        return kind, _device_int(index, "device id")
     if isinstance(device, str):
-        name, _, index = device.partition(":")
+        name, sep, index = device.partition(":")
         for code, known in _DEVICE_NAMES.items():
-            if known == name:
-                try:
-                    return code, int(index) if index else 0
-                except ValueError:
-                    break
+            if known == name and (not sep or index.isdigit()):
+                return code, _device_int(int(index), "device id") if sep else 0
     raise ValueError(f"unknown device {device!r}: expected e.g. 'cpu', 'cuda:0' or (device_type, device_id)")
 
 
@@ -113,7 +159,8 @@ class Tensor:
         legacy (BufferError). ``copy=True`` exports a copy (IS_COPIED set),
         ``copy=False`` refuses anything that would need one.
         """
-        if stream is not None and stream != -1:
+        copy = copy_flag(copy)
+        if stream is not None:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
             m = self._m()
@@ -121,7 +168,7 @@ class Tensor:
                 raise ValueError(f"stream={stream} is not allowed for a {self.device} tensor (only None)")
             if stream == 0:
                 raise ValueError("stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
-            if stream != 1:
+            if stream not in (-1, 1):
                 # Our CUDA work is ordered on the legacy default stream: make the
                 # consumer's stream wait for it (event record + wait).
                 _lib.check(_lib.cuda_stream_wait(m[4], stream, 1))
@@ -130,15 +177,16 @@ class Tensor:
             if type(max_version) is not tuple or len(max_version) != 2:
                 raise TypeError(f"max_version must be a (major, minor) tuple, not {max_version!r}")
             versioned = max_version[0] >= 1
-        if dl_device is not None and parse_device(dl_device) != self.__dlpack_device__():
+        if dl_device is not None:
             target = parse_device(dl_device)
-            if copy is False:
-                raise BufferError(f"exporting to device {target} needs a copy, and copy=False forbids it")
-            try:
-                moved = self.to_device(target)
-            except (BufferError, RuntimeError) as e:
-                raise BufferError(f"cannot export a {self.device} tensor to device {target}: {e}") from None
-            return _to_capsule(moved._c, versioned, False)
+            if target != self.__dlpack_device__():
+                if copy is False:
+                    raise BufferError(f"exporting to device {target} needs a copy, and copy=False forbids it")
+                try:
+                    moved = self.to_device(target)
+                except (BufferError, RuntimeError) as e:
+                    raise BufferError(f"cannot export a {self.device} tensor to device {target}: {e}") from None
+                return _to_capsule(moved._c, versioned, False)
         return _to_capsule(self._c, versioned, copy is True)
 
     @property
@@ -225,9 +273,11 @@ class Tensor:
     # -- copies and conversions ---------------------------------------------
 
     def copy(self) -> "Tensor":
-        """A compact row-major copy in new CPU memory (writable, IS_COPIED)."""
+        """A compact row-major copy in new memory on the same device
+        (writable, IS_COPIED)."""
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(1, 0), ctypes.byref(out)))
+        m = self._m()
+        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(m[3], m[4]), ctypes.byref(out)))
         return _adopt(out.value)
 
     def astype(self, dtype: Any) -> "Tensor":

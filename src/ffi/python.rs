@@ -192,7 +192,8 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
     unsafe {
         object_of(t, |api, h| {
-            let tensor = if copy { crate::copy::contiguous(h)? } else { h.clone() };
+            // A copy stays on the tensor's device.
+            let tensor = if copy { crate::copy::to_device(h, h.device())? } else { h.clone() };
             py::to_capsule(api, tensor, versioned)
         })
     }
@@ -205,7 +206,7 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dlb_py_array_interface(t: *mut c_void) -> *mut c_void {
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
-    unsafe { object_of(t, |api, h| py::array_interface_dict(api, h, h.byte_strides()?)) }
+    unsafe { object_of(t, |api, h| py::array_interface_dict(api, h, h.byte_strides()?, t.cast())) }
 }
 
 /// The metadata tuple the Python `Tensor` caches (NULL + exception).
@@ -228,6 +229,20 @@ pub unsafe extern "C" fn dlb_py_info(t: *mut c_void) -> *mut c_void {
 pub unsafe extern "C" fn dlb_py_decref(ctx: *mut c_void) {
     // SAFETY: forwarded contract.
     guard::value((), || unsafe { py::release_object(ctx) })
+}
+
+/// Registers the callable that names NumPy types for raw-byte dtypes
+/// (bfloat16, FP8, ...): `resolver(name)` returns ml_dtypes' type or None.
+/// `__array_struct__` passes it on as `descr`, so `np.asarray` keeps the type.
+///
+/// # Safety
+/// GIL held; `resolver` is a live callable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_set_void_resolver(resolver: *mut c_void) {
+    if let Some(api) = api::try_get() {
+        // SAFETY: forwarded contract.
+        guard::value((), || unsafe { py::set_void_resolver(api, resolver.cast()) })
+    }
 }
 
 /// Raises the Python exception for the calling thread's last failed

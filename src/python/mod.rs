@@ -216,11 +216,13 @@ fn ints<'a>(b: &'a Builder<'a>, v: &'a [i64]) -> impl ExactSizeIterator<Item = R
 }
 
 /// The `__array_interface__` (or, for CUDA memory, the
-/// `__cuda_array_interface__`) dict of `tensor`, version 3.
+/// `__cuda_array_interface__`) dict of `tensor`, version 3. `keep` (an
+/// object that keeps the memory alive) goes in under `"__ref"`, as NumPy's
+/// scalars do, so a consumer that keeps only the dict keeps the memory.
 ///
 /// # Safety
-/// The GIL must be held.
-pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> Result<Obj> {
+/// The GIL must be held; `keep` is a live object.
+pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i64], keep: Obj) -> Result<Obj> {
     let device = tensor.device();
     if !device.has_addresses() {
         bail!(UnsupportedDevice, "{device} memory has no array interface");
@@ -238,6 +240,9 @@ pub unsafe fn array_interface_dict(api: &Api, tensor: &Tensor, byte_strides: &[i
         b.set(dict, c"data", b.tuple([b.uint(data), Ok(b.boolean(tensor.is_readonly()))].into_iter()))?;
         b.set(dict, c"strides", b.tuple(ints(&b, byte_strides)))?;
         b.set(dict, c"version", b.int(3))?;
+        // SAFETY: GIL held; `set` consumes the new reference.
+        unsafe { (api.incref)(keep) };
+        b.set(dict, c"__ref", Ok(keep))?;
         if cuda {
             // dlbridge orders its CUDA work (and asks producers to order
             // theirs) on the legacy default stream: consumers sync with it.
@@ -268,17 +273,21 @@ struct PyArrayInterface {
 }
 
 /// The capsule's block: the struct (first, so the block's address is the
-/// struct's) and the arrays it points into.
+/// struct's), the arrays it points into, and the tensor whose memory `data`
+/// points at: a consumer may keep only the capsule (NumPy itself keeps the
+/// exporting object, but nothing obliges others to).
 #[repr(C)]
 struct ArrayStruct {
     inter: PyArrayInterface,
     dims: Vec<isize>,
+    _keep: Tensor,
 }
 
 const NPY_C_CONTIGUOUS: i32 = 0x1;
 const NPY_ALIGNED: i32 = 0x100;
 const NPY_NOTSWAPPED: i32 = 0x200;
 const NPY_WRITEABLE: i32 = 0x400;
+const NPY_ARR_HAS_DESCR: i32 = 0x800;
 
 unsafe extern "C" fn free_array_struct(capsule: Obj) {
     let Some(api) = api::try_get() else { return };
@@ -293,8 +302,9 @@ unsafe extern "C" fn free_array_struct(capsule: Obj) {
 }
 
 /// The `__array_struct__` capsule of a host tensor: what NumPy reads
-/// fastest (no dict). NumPy copies shape and strides and keeps the exporting
-/// object (the Tensor) as the array's base, so the capsule may die first.
+/// fastest (no dict). The capsule holds the tensor. Raw-byte types
+/// (bfloat16, FP8, ... "V" typestrs) carry `descr`, the NumPy type that
+/// `void_descr` finds for them (ml_dtypes'), so `np.asarray` keeps the type.
 ///
 /// # Safety
 /// The GIL must be held.
@@ -316,6 +326,14 @@ pub unsafe fn array_struct(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> 
     if !tensor.is_readonly() {
         flags |= NPY_WRITEABLE;
     }
+    let descr = match typestr.as_bytes()[1] {
+        // SAFETY: GIL held by contract.
+        b'V' => unsafe { void_descr(api, tensor.dtype()) },
+        _ => std::ptr::null_mut(),
+    };
+    if !descr.is_null() {
+        flags |= NPY_ARR_HAS_DESCR;
+    }
     let ndim = tensor.ndim();
     let mut dims: Vec<isize> = Vec::with_capacity(2 * ndim);
     dims.extend(tensor.shape().iter().map(|d| *d as isize));
@@ -330,9 +348,10 @@ pub unsafe fn array_struct(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> 
             shape: std::ptr::null_mut(),
             strides: std::ptr::null_mut(),
             data,
-            descr: std::ptr::null_mut(),
+            descr,
         },
         dims,
+        _keep: tensor.clone(),
     });
     let base = block.dims.as_mut_ptr();
     block.inter.shape = base;
@@ -347,6 +366,63 @@ pub unsafe fn array_struct(api: &Api, tensor: &Tensor, byte_strides: &[i64]) -> 
         bail!(OutOfMemory, "could not create the __array_struct__ capsule");
     }
     Ok(capsule)
+}
+
+/// The callable that names NumPy types for raw-byte dtypes (see
+/// [`set_void_resolver`]), and what it answered, per dtype (None: no type).
+static VOID_RESOLVER: std::sync::Mutex<Option<usize>> = std::sync::Mutex::new(None);
+static VOID_DESCRS: std::sync::Mutex<Vec<(DType, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `resolver`, called as `resolver(name)` (e.g. "bfloat16") the
+/// first time a tensor of a raw-byte dtype is exported through
+/// `__array_struct__`: it returns the NumPy type for it, or None. A
+/// reference to it (and to each answer) is kept for the process.
+///
+/// # Safety
+/// The GIL must be held; `resolver` is a live callable.
+pub unsafe fn set_void_resolver(api: &Api, resolver: Obj) {
+    // SAFETY: GIL held; the reference is kept for the process.
+    unsafe { (api.incref)(resolver) };
+    *VOID_RESOLVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(resolver as usize);
+}
+
+/// The NumPy type for a raw-byte dtype (borrowed, kept for the process), or
+/// NULL when there is none (no resolver, no answer, or an error, cleared).
+///
+/// # Safety
+/// The GIL must be held.
+unsafe fn void_descr(api: &Api, dtype: DType) -> Obj {
+    if let Some(&(_, o)) = VOID_DESCRS.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(d, _)| *d == dtype) {
+        return o as Obj;
+    }
+    let Some(resolver) = *VOID_RESOLVER.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return std::ptr::null_mut();
+    };
+    let name = std::ffi::CString::new(dtype.name()).unwrap_or_default();
+    // SAFETY: GIL held (the locks above are released: the call may run any
+    // Python code); the new references are kept or released here.
+    let answer = unsafe {
+        let arg = (api.unicode_from_string)(name.as_ptr());
+        let answer = if arg.is_null() {
+            std::ptr::null_mut()
+        } else {
+            let args = [arg];
+            let r = (api.vectorcall)(resolver as Obj, args.as_ptr(), 1, std::ptr::null_mut());
+            (api.decref)(arg);
+            r
+        };
+        if answer.is_null() {
+            (api.err_clear)();
+            std::ptr::null_mut()
+        } else if answer == api.none {
+            (api.decref)(answer);
+            std::ptr::null_mut()
+        } else {
+            answer
+        }
+    };
+    VOID_DESCRS.lock().unwrap_or_else(|e| e.into_inner()).push((dtype, answer as usize));
+    answer
 }
 
 /// `(shape, strides, dtype name, device type, device id, flags, nbytes,
