@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: test-python-asan install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 # The crate version, and the ABI version in the soname (0.Y while the major
 # version is 0, as build.rs sets it).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -59,10 +59,27 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header test-c test-python catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
+test-all: lint test-rust test-asan check-header test-c test-python test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
 
+# Every Python suite, then NumPy's own installed DLPack and array-interface
+# tests with dlbridge routed into the exchange (python_tests/peer_numpy).
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
+	PYTHONPATH=python $(VPY) python_tests/peer_numpy/run.py
+
+# The adversarial and lifetime suites again, against an AddressSanitizer
+# build of the library (the interpreter is not instrumented: ASan's runtime
+# is preloaded, with libstdc++ so that its __cxa_throw interceptor finds the
+# real one for jaxlib and TensorFlow; leak checking off). Their isolated
+# subprocesses inherit it.
+ASAN_LIB := target/asan/x86_64-unknown-linux-gnu/debug/libdlbridge.so
+test-python-asan: venv
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" $(CARGO) build --quiet --lib \
+	  --target x86_64-unknown-linux-gnu --target-dir target/asan
+	@runtime=$$($(CC) -print-file-name=libasan.so); test -f "$$runtime" || { echo "no libasan.so from $(CC)"; exit 1; }; \
+	echo "== Python adversarial + lifetime suites, library under AddressSanitizer ($$runtime)"; \
+	LD_PRELOAD="$$runtime $$($(CC) -print-file-name=libstdc++.so.6)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 DLBRIDGE_LIBRARY=$(abspath $(ASAN_LIB)) \
+	  PYTHONPATH=python $(VPY) -m pytest -q -p no:cacheprovider python_tests/test_adversarial.py python_tests/test_lifetimes.py
 
 # On a GPU machine (no cargo there: build here, carry target/release/libdlbridge.so):
 # the CUDA tests and the transfer benchmark, with the machine's own frameworks.

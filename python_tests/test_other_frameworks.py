@@ -493,11 +493,10 @@ def test_pyarrow_refusal_is_a_buffer_error(pa):
             dlbridge.from_dlpack(pa.array([1, None, 3]))
 
 
-@pytest.mark.xfail(strict=True, reason="dlbridge issue: from_dlpack retries a keyword-less (legacy) __dlpack__() "
-                   "on any TypeError, pyarrow's ArrowTypeError included: the retry warns (pyarrow deprecates "
-                   "legacy export) and, under -W error, hides the real error")
-@_known_failure
 def test_pyarrow_refusal_is_not_retried_legacy(pa):
+    # dlbridge retries a keyword-less __dlpack__() only on a plain TypeError (an
+    # old signature), not on pyarrow's ArrowTypeError (a refusal): the retry
+    # warned and, under -W error, hid the real error.
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         with pytest.raises(TypeError, match="no nulls"):

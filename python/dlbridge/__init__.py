@@ -48,7 +48,9 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
     if target is None and copy is None and stream is None:
         try:
             capsule = dlpack(max_version=_MAX_VERSION)
-        except TypeError:
+        except TypeError as e:
+            if type(e) is not TypeError:
+                raise  # a producer's own refusal, not an old signature
             capsule = dlpack()  # a producer older than DLPack 1.0 keywords
         return _wrap(_from_capsule(capsule))
     kwargs = {"max_version": _MAX_VERSION}
@@ -60,11 +62,14 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         kwargs["dl_device"] = target
     try:
         capsule = dlpack(**kwargs)
-    except TypeError:
+    except TypeError as e:
+        if type(e) is not TypeError:
+            raise  # a producer's own refusal (pyarrow's ArrowTypeError), not an old signature
         # An old producer: take what it has, then honour the request here.
         old = dlpack() if stream is None else dlpack(stream=stream)
         return _honour(_wrap(_from_capsule(old)), target, copy)
-    except BufferError:
+    except (BufferError, NotImplementedError):
+        # NotImplementedError: PaddlePaddle's way of refusing a device.
         if target is None or copy is False:
             raise
         # The producer cannot put its data on that device: take it where it

@@ -37,8 +37,8 @@ selected, since NumPy is no consumer of an array interface there: they read
 an ndarray's own interface (its data address or descr: test_multiarray
 _aligned_zeros, test_no_dgemv, test_accelerate_framework_sgemv_fix,
 TestAlignment, test_array_interface_itemsize, test_readonly_flag_protocols
-(consumes __array_struct__); test_mem_overlap line 168; test_regression
-test_pickle..., test__array_interface__descr), or use it as a private
+(consumes __array_struct__); test_mem_overlap check_may_share_memory_exact;
+test_regression test_astype_copy, test__array_interface__descr), or use it as a private
 helper for views of NumPy-internal layouts (test_mem_overlap
 view_element_first_byte, test_stringdtype get_view, stride_tricks'
 DummyArray). test_array_interface.py consumes ``__array_struct__`` from a C
@@ -212,11 +212,16 @@ def _no_copy(copy) -> bool:
 
 
 def _routing_array(fn, default_copy):
-    def routed(obj=None, *args, **kwargs):
-        if "object" in kwargs:
-            obj = kwargs.pop("object")
-        obj = _route(obj, False if _no_copy(kwargs.get("copy", default_copy)) else None)
-        return fn(obj, *args, **kwargs)
+    """np.array / asarray / asanyarray, their first argument routed."""
+    def routed(*args, **kwargs):
+        copy = False if _no_copy(kwargs.get("copy", default_copy)) else None
+        if args:
+            args = (_route(args[0], copy),) + args[1:]
+        else:
+            for name in ("object", "a"):
+                if name in kwargs:
+                    kwargs[name] = _route(kwargs[name], copy)
+        return fn(*args, **kwargs)
 
     routed.__name__ = fn.__name__
     return routed
