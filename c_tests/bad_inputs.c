@@ -199,6 +199,15 @@ int main(void) {
       DLB_ERR_NULL_ARGUMENT, 0);
   row("dlb_tensor_new", "kDLOpenCL (no allocator)",
       dlb_tensor_new((DLDevice){kDLOpenCL, 0}, f32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, 0);
+  row("dlb_tensor_new", "kDLCPU with device id 5",
+      dlb_tensor_new((DLDevice){kDLCPU, 5}, f32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, 0);
+  row("dlb_tensor_new", "kDLCUDA with device id -1",
+      dlb_tensor_new((DLDevice){kDLCUDA, -1}, f32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, 0);
+  row("dlb_cuda_stream_wait", "device -1 (same stream twice)", dlb_cuda_stream_wait(-1, 1, 1),
+      DLB_ERR_UNSUPPORTED_DEVICE, 0);
+  row("dlb_tensor_wrap", "internal flag bit 1<<63",
+      dlb_tensor_wrap(buf, cpu, f32, 2, shape, NULL, 0, (uint64_t)1 << 63, NULL, NULL, &out),
+      DLB_ERR_UNSUPPORTED_FLAGS, 0);
 
   /* Exports. */
   {
@@ -231,12 +240,14 @@ int main(void) {
     array_interface("version 2", DLB_ERR_INVALID_ARGUMENT, "<f4", NULL, 2, none);
     array_interface("typestr \"\"", DLB_ERR_INVALID_TYPESTR, "", NULL, 3, none);
     array_interface("typestr \"<q4\" (unknown kind)", DLB_ERR_INVALID_TYPESTR, "<q4", NULL, 3, none);
-    array_interface("typestr \"f4\" (no byte order)", DLB_ERR_INVALID_TYPESTR, "f4", NULL, 3, none);
+    array_interface("typestr \"f\" (no item size)", DLB_ERR_INVALID_TYPESTR, "f", NULL, 3, none);
     array_interface("typestr \"<f0\"", DLB_ERR_INVALID_TYPESTR, "<f0", NULL, 3, none);
     array_interface("typestr not NUL-terminated in 8 bytes", DLB_ERR_INVALID_TYPESTR, "<f444444", NULL, 3, none);
     array_interface("typestr \">f4\" (big-endian)", DLB_ERR_BYTE_ORDER, ">f4", NULL, 3, none);
     array_interface("typestr \"<M8\" (datetime)", DLB_ERR_UNSUPPORTED_DTYPE, "<M8", NULL, 3, none);
     array_interface("typestr \"|O8\" (object)", DLB_ERR_UNSUPPORTED_DTYPE, "|O8", NULL, 3, none);
+    array_interface("typestr \"<M8[ns]\" (datetime with unit)", DLB_ERR_UNSUPPORTED_DTYPE, "<M8[ns]", NULL, 3, none);
+    array_interface("typestr \"|O\" (object, no size)", DLB_ERR_UNSUPPORTED_DTYPE, "|O", NULL, 3, none);
     array_interface("typestr \"<f16\" (float128)", DLB_ERR_UNSUPPORTED_DTYPE, "<f16", NULL, 3, none);
     array_interface("typestr \"<V2\" without a dtype", DLB_ERR_UNSUPPORTED_DTYPE, "<V2", NULL, 3, none);
     array_interface("typestr \"<f4\" but dtype int32", DLB_ERR_INVALID_ARGUMENT, "<f4", NULL, 3, i32);

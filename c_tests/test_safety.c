@@ -83,6 +83,12 @@ static int big_copy(void) {
 static void test_copies_work_in_a_forked_child(void) {
   pid_t child;
   int status = 0;
+  if (getenv("DLB_TEST_NO_FORK")) {
+    /* valgrind: a forked child's exit leak check counts the parent's worker
+     * threads (which stayed behind) as lost; plain and ASan runs cover this. */
+    printf("skip   test_copies_work_in_a_forked_child (DLB_TEST_NO_FORK: under valgrind)\n");
+    return;
+  }
   CHECK(big_copy()); /* the parent's pool is running now */
   child = fork();
   if (child == 0) {

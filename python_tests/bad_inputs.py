@@ -141,6 +141,67 @@ def _():
     t.to_device("tpu:0")
 
 
+def _exposing(**interface):
+    class Exposed:
+        __array_interface__ = dict({"shape": (2, 2), "typestr": "<f8", "data": (8, False)}, **interface)
+
+    return Exposed()
+
+
+@case("`asarray` of an `__array_interface__` with 1 stride for 2 dimensions", ValueError)
+def _():
+    dlbridge.asarray(_exposing(strides=(8,)))
+
+
+@case("`asarray` of an `__array_interface__` without `shape`", ValueError)
+def _():
+    obj = _exposing()
+    del obj.__array_interface__["shape"]
+    dlbridge.asarray(obj)
+
+
+@case("`asarray` of an `__array_interface__` whose data pointer is 2**64", OverflowError)
+def _():
+    dlbridge.asarray(_exposing(data=(2**64, False)))
+
+
+@case("`asarray` of an `__array_interface__` whose data is a 1-tuple", TypeError)
+def _():
+    dlbridge.asarray(_exposing(data=(8,)))
+
+
+@case("`asarray` of an `__array_interface__` with typestr `\"<M8[D]\"`", BufferError)
+def _():
+    dlbridge.asarray(_exposing(typestr="<M8[D]"))
+
+
+@case("`__dlpack__(copy=\"yes\")`", ValueError)
+def _():
+    t.__dlpack__(max_version=(1, 3), copy="yes")
+
+
+@case("`__dlpack__(stream=-1)` on a CPU tensor", ValueError)
+def _():
+    t.__dlpack__(stream=-1)
+
+
+@case("`__dlpack__(dl_device=(1, 5))` (CPU ids are 0)", BufferError)
+def _():
+    t.__dlpack__(max_version=(1, 3), dl_device=(1, 5))
+
+
+@case("`to_device((1, 2**32))`", ValueError)
+def _():
+    t.to_device((1, 2**32))
+
+
+@case("`from_dlpack(x, device=\"cuda:0\")` of a raw capsule without a CUDA driver", BufferError)
+def _():
+    if dlbridge.cuda_device_count():
+        raise BufferError("(skipped: this machine has CUDA)")
+    dlbridge.from_dlpack(np.arange(2.0).__dlpack__(), device="cuda:0")
+
+
 @case("`Tensor()` constructed directly", TypeError)
 def _():
     dlbridge.Tensor()
