@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: test-python-asan install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: test-python-asan check-soname install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 # The crate version, and the ABI version in the soname (0.Y while the major
 # version is 0, as build.rs sets it).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -59,7 +59,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header test-c test-python test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
+test-all: lint test-rust test-asan check-header check-soname test-c test-python test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
 
 # Every Python suite, then NumPy's own installed DLPack and array-interface
 # tests with dlbridge routed into the exchange (python_tests/peer_numpy).
@@ -154,6 +154,15 @@ check-header: build
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 	  git diff --exit-code -- include/dlbridge.h && echo "include/dlbridge.h matches the sources"; \
 	else echo "check-header skipped: not a git checkout"; fi
+
+# A plain `cargo build --release` (what `make build` runs) must leave the
+# soname beside the library: programs linked with -ldlbridge ask for it.
+check-soname: build
+	@soname=$$(readelf -d target/release/libdlbridge.so | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p'); \
+	test "$$soname" = libdlbridge.so.$(ABI) || { echo "soname is '$$soname', expected libdlbridge.so.$(ABI)"; exit 1; }; \
+	test "$$(readlink -f target/release/$$soname)" = "$$(readlink -f target/release/libdlbridge.so)" || \
+	  { echo "target/release/$$soname does not lead to the library"; exit 1; }; \
+	echo "soname $$soname: linked beside target/release/libdlbridge.so"
 
 test-c: build
 	$(MAKE) -C c_tests all

@@ -274,3 +274,32 @@ def test_managed_memory_is_shared_and_host_accessible(no_leak):
     assert back.data.ptr == c.data.ptr
     del t, back, c
     pool.free_all_blocks()
+
+
+@gpu
+def test_copies_of_cuda_sources_stay_on_their_device(no_leak):
+    # copy=True copies; it never moves data to the CPU unless a device is asked for.
+    x = torch.arange(6, dtype=torch.float32, device="cuda")
+    for source in (x.__dlpack__(), x):
+        t = dlbridge.from_dlpack(source, copy=True)
+        assert t.device == "cuda:0" and t.data_ptr != x.data_ptr() and t.is_copied
+        assert torch.from_dlpack(t).tolist() == x.tolist()
+
+    class Cai:  # only __cuda_array_interface__
+        __cuda_array_interface__ = x.__cuda_array_interface__
+
+    t = dlbridge.asarray(Cai(), copy=True)
+    assert t.device == "cuda:0" and t.data_ptr != x.data_ptr()
+    u = dlbridge.from_dlpack(x)
+    c = torch.from_dlpack(u.__dlpack__(max_version=(1, 3), copy=True))
+    assert c.device.type == "cuda" and c.data_ptr() != x.data_ptr() and c.tolist() == x.tolist()
+    assert u.copy().device == "cuda:0"
+    del t, u, c
+
+
+@gpu
+def test_cuda_device_numbers_are_range_checked(no_leak):
+    with pytest.raises(ValueError):
+        dlbridge.zeros((2,), device=(2, 2**32))
+    with pytest.raises(ValueError):
+        dlbridge.zeros((2,), device="cuda:-1")
