@@ -24,6 +24,19 @@ pub fn contiguous(src: &Tensor) -> Result<Tensor> {
     convert(src, src.dtype(), Kernel::Copy, Device::CPU)
 }
 
+/// A compact row-major copy of `src` where `src` is (what `copy=True`
+/// means: a copy never changes device unless asked): on its own device when
+/// dlbridge allocates there (CPU, pinned, CUDA), else, for host-accessible
+/// memory dlbridge does not allocate (managed, ROCm host), in CPU memory.
+pub fn duplicate(src: &Tensor) -> Result<Tensor> {
+    let device = src.device();
+    match device.kind() {
+        DLDeviceType::CPU | DLDeviceType::CUDAHOST | DLDeviceType::CUDA => to_device(src, device),
+        _ if device.is_host_accessible() => to_device(src, Device::CPU),
+        _ => bail!(UnsupportedDevice, "copies of {device} memory are not supported"),
+    }
+}
+
 /// A compact row-major copy of `src` on `device` (IS_COPIED set): host
 /// memory (kDLCPU, kDLCUDAHost, kDLCUDAManaged) and CUDA devices, in every
 /// direction. Strided CUDA sources are staged through host memory.
@@ -939,6 +952,26 @@ mod tests {
         assert_eq!(values::<f32>(&copy), buf);
         assert_eq!(contiguous(&wrap(p, DType::FLOAT32, &[0, 3], &[3, 1])).unwrap().numel(), 0);
         assert_eq!(values::<f32>(&contiguous(&wrap(p.wrapping_add(5), DType::FLOAT32, &[], &[])).unwrap()), [5.]);
+    }
+
+    #[test]
+    fn duplicates_stay_where_dlbridge_can_allocate_else_go_to_the_cpu() {
+        let mut buf: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let p = buf.as_mut_ptr();
+        let cpu = duplicate(&wrap(p, DType::FLOAT32, &[2, 3], &[1, 2])).unwrap();
+        assert_eq!((cpu.device(), cpu.data() != p.cast()), (Device::CPU, true));
+        assert_eq!(values::<f32>(&cpu), [0., 2., 4., 1., 3., 5.]);
+        // Host memory labelled managed / ROCm host: dlbridge does not allocate
+        // there, so the copy lands in CPU memory (not an error).
+        for kind in [DLDeviceType::CUDAMANAGED, DLDeviceType::ROCMHOST] {
+            let device = dlpark::ffi::DLDevice { device_type: kind, device_id: 0 };
+            let r = crate::RawView { device, ..raw(p.cast(), &[6], Some(&[1])) };
+            // SAFETY: `buf` outlives the view.
+            let labelled = unsafe { Tensor::wrap(&r, None, std::ptr::null_mut()) }.unwrap();
+            let c = duplicate(&labelled).unwrap();
+            assert_eq!(c.device(), Device::CPU);
+            assert_eq!(values::<f32>(&c), buf);
+        }
     }
 
     #[test]

@@ -42,10 +42,21 @@ impl Device {
         if d.device_id < 0 {
             bail!(UnsupportedDevice, "device id {} is negative", d.device_id);
         }
+        // Host memory has one device; JAX labels its CPU devices' tensors with
+        // their index nonetheless (while `__dlpack_device__` says 0): read as 0.
+        if d.device_type == Kind::CPU {
+            return Ok(Device::CPU);
+        }
+        Ok(Device(d))
+    }
+
+    /// A device asked for (to allocate or copy to): as [`Device::new`], and
+    /// host memory must say device 0, as NumPy and CuPy require.
+    pub fn target(d: DLDevice) -> Result<Device> {
         if d.device_type == Kind::CPU && d.device_id != 0 {
             bail!(UnsupportedDevice, "device id {} for kDLCPU: host memory is device 0", d.device_id);
         }
-        Ok(Device(d))
+        Device::new(d)
     }
 
     /// A CUDA device by ordinal.
@@ -94,7 +105,7 @@ impl Device {
             None => (s, 0),
         };
         match NAMES.iter().find(|(_, n)| *n == name) {
-            Some((kind, _)) => Device::new(DLDevice { device_type: *kind, device_id: id }),
+            Some((kind, _)) => Device::target(DLDevice { device_type: *kind, device_id: id }),
             None => bail!(InvalidArgument, "unknown device {s:?}"),
         }
     }
@@ -135,10 +146,14 @@ mod tests {
 
     #[test]
     fn refuses_unknown_types_and_negative_ids() {
-        for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1), (1, 5), (2, -1), (2, i32::MIN)] {
+        for (t, id) in [(0, 0), (5, 0), (6, 0), (19, 0), (-1, 0), (1, -1), (2, -1), (2, i32::MIN)] {
             let e = Device::new(DLDevice { device_type: Kind(t as u32), device_id: id }).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::UnsupportedDevice);
         }
+        // Imports read a CPU tensor's id as 0; requests must say 0.
+        assert_eq!(Device::new(DLDevice { device_type: Kind::CPU, device_id: 3 }).unwrap(), Device::CPU);
+        let e = Device::target(DLDevice { device_type: Kind::CPU, device_id: 3 }).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnsupportedDevice);
         assert!(Device::parse("tpu").is_err());
         assert!(Device::parse("cuda:x").is_err());
     }

@@ -5,18 +5,37 @@
 //! stayed behind in the parent, and a job handed to the pool would wait for
 //! them forever (Python's `multiprocessing` forks by default on Linux).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The process whose rayon pool we use (0 until the first parallel job).
-static POOL_PID: AtomicU32 = AtomicU32::new(0);
+const UNCLAIMED: u8 = 0;
+const OURS: u8 = 1;
+const FORKED: u8 = 2;
 
-/// Whether rayon's pool belongs to this process: the first process to use
-/// it claims it; a forked child sees its parent's claim and must not.
+/// Whether rayon's pool belongs to this process: unclaimed until the first
+/// parallel job, ours from then on, and FORKED in every process forked
+/// after that (set by a `pthread_atfork` child handler, registered when the
+/// pool is claimed: a pid comparison would be fooled by pid reuse and pid
+/// namespaces). A child forked before any claim starts its own pool.
+static POOL: AtomicU8 = AtomicU8::new(UNCLAIMED);
+
+extern "C" fn forked_child() {
+    // Only an atomic store: allowed in a child of a multithreaded fork.
+    POOL.store(FORKED, Ordering::Relaxed);
+}
+
 fn pool_is_ours() -> bool {
-    let pid = std::process::id();
-    match POOL_PID.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => true,
-        Err(owner) => owner == pid,
+    match POOL.compare_exchange(UNCLAIMED, OURS, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // SAFETY: registers a handler that only stores an atomic.
+            if unsafe { libc::pthread_atfork(None, None, Some(forked_child)) } != 0 {
+                // Could not register: never trust the pool after a fork, so
+                // use plain threads in this process too.
+                POOL.store(FORKED, Ordering::Relaxed);
+                return false;
+            }
+            true
+        }
+        Err(state) => state == OURS,
     }
 }
 

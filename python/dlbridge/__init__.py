@@ -70,12 +70,13 @@ def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> T
         return _honour(_wrap(_from_capsule(old)), target, copy)
     except (BufferError, NotImplementedError):
         # NotImplementedError: PaddlePaddle's way of refusing a device.
-        if target is None or copy is False:
+        if target is None:
             raise
         # The producer cannot put its data on that device: take it where it
-        # is and move it here (docs/streams-and-devices.md).
+        # is, then move it (or refuse: copy=False) here.
         del kwargs["dl_device"]
-        kwargs.pop("copy", None)
+        if copy:
+            del kwargs["copy"]  # the move is the copy
         return _honour(_wrap(_from_capsule(dlpack(**kwargs))), target, copy)
     return _wrap(_from_capsule(capsule))
 
@@ -169,19 +170,19 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def _ai_ints(value: Any, key: str, low: int) -> tuple:
-    """A tuple of integers of an array-interface dict, each range-checked
-    (never truncated): `low` .. 2**63 - 1."""
+def _int64s(value: Any, what: str, low: int) -> tuple:
+    """A tuple of integers, each range-checked (never truncated, as ctypes
+    would): `low` .. 2**63 - 1."""
     if not isinstance(value, tuple):
-        raise TypeError(f"__array_interface__ {key} must be a tuple, not {type(value).__name__}")
+        raise TypeError(f"{what} must be a tuple, not {type(value).__name__}")
     out = []
     for i, v in enumerate(value):
         try:
             v = operator.index(v)
         except TypeError:
-            raise TypeError(f"__array_interface__ {key}[{i}] must be an integer, not {type(v).__name__}") from None
+            raise TypeError(f"{what}[{i}] must be an integer, not {type(v).__name__}") from None
         if not low <= v <= _INT64_MAX:
-            raise ValueError(f"__array_interface__ {key}[{i}] = {v} is out of range ({low} to 2**63 - 1)")
+            raise ValueError(f"{what}[{i}] = {v} is out of range ({low} to 2**63 - 1)")
         out.append(v)
     return tuple(out)
 
@@ -202,7 +203,7 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
         raise ValueError("Missing __array_interface__ shape")
     if "typestr" not in ai:
         raise ValueError("Missing __array_interface__ typestr")
-    shape = _ai_ints(ai["shape"], "shape", 0)
+    shape = _int64s(ai["shape"], "__array_interface__ shape", 0)
     typestr = ai["typestr"]
     if isinstance(typestr, str):
         typestr = typestr.encode("ascii", "replace")
@@ -212,11 +213,11 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
     if kind in (b"M", b"m", b"O", b"S", b"U", b"a"):
         raise BufferError(f"typestr {ai['typestr']!r}: datetime, timedelta, object and string data cannot be "
                           "exchanged through DLPack")
-    if len(typestr) > 7:
+    if len(typestr) > 7 or b"\0" in typestr:
         raise ValueError(f"malformed typestr {ai['typestr']!r}")
     strides = ai.get("strides")
     if strides is not None:
-        strides = _ai_ints(strides, "strides", _INT64_MIN)
+        strides = _int64s(strides, "__array_interface__ strides", _INT64_MIN)
         if len(strides) != len(shape):
             raise ValueError("mismatch in length of strides and shape")
     if ai.get("mask") is not None:
@@ -282,7 +283,7 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
 def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> Tensor:
     """A new zero-filled, 256-byte aligned, row-major tensor on ``device``
     ("cpu", "cuda:0", "cuda_host" for pinned host memory)."""
-    shape = tuple(int(d) for d in shape)
+    shape = _int64s(tuple(shape), "shape", _INT64_MIN)  # negative: the library says why
     dt = _lib.DLDataType()
     _lib.check(_lib.dtype_from_name(str(dtype).encode(), ctypes.byref(dt)))
     out = ctypes.c_void_p()

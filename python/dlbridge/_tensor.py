@@ -39,6 +39,8 @@ _ML_DTYPES = frozenset((
 def _numpy_type(name: str) -> Any:
     """The NumPy type of a dtype NumPy lacks (ml_dtypes'), or None: what
     ``__array_struct__`` hands NumPy as ``descr`` so ``np.asarray`` keeps it."""
+    if name not in _ML_DTYPES:
+        return None
     try:
         import ml_dtypes
     except ImportError:
@@ -50,14 +52,18 @@ _lib.set_void_resolver(_numpy_type)
 
 
 def copy_flag(copy: Any) -> Optional[bool]:
-    """A ``copy`` argument as None / True / False: bools and NumPy's bools
-    by truth value; anything else (strings, arrays, ints) is a ValueError,
-    as NumPy raises."""
+    """A ``copy`` argument as None / True / False, with NumPy's rule: None,
+    or any value by its truth (``np.True_``, 1, a 0-d array); strings (and
+    bytes) are a ValueError, and so is a value without a truth (an array
+    of several elements)."""
     if copy is None or copy is True or copy is False:
         return copy
-    if type(copy).__name__ == "bool" and type(copy).__module__ == "numpy":
-        return bool(copy)  # np.True_ / np.False_
-    raise ValueError(f"copy must be True, False or None, not {copy!r}")
+    if isinstance(copy, (str, bytes)):
+        raise ValueError(f"copy must be True, False or None, not the string {copy!r}")
+    try:
+        return bool(copy)
+    except ValueError as e:
+        raise ValueError(f"copy must be True, False or None: {e}") from None
 
 
 _DEVICE_INT_MAX = (1 << 31) - 1
@@ -163,6 +169,8 @@ class Tensor:
         if stream is not None:
             if type(stream) is not int:
                 raise TypeError(f"stream must be an int or None, not {type(stream).__name__}")
+            if not -1 <= stream < 1 << 64:
+                raise ValueError(f"stream={stream} is not a stream (-1, 1, 2 or a cudaStream_t)")
             m = self._m()
             if m[3] not in _STREAM_DEVICES:
                 raise ValueError(f"stream={stream} is not allowed for a {self.device} tensor (only None)")
@@ -274,11 +282,10 @@ class Tensor:
 
     def copy(self) -> "Tensor":
         """A compact row-major copy in new memory on the same device
-        (writable, IS_COPIED)."""
-        out = ctypes.c_void_p()
-        m = self._m()
-        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(m[3], m[4]), ctypes.byref(out)))
-        return _adopt(out.value)
+        (writable, IS_COPIED); managed and ROCm host memory, where dlbridge
+        does not allocate, are copied to the CPU."""
+        # An export of a copy, taken back: the library decides where a copy goes.
+        return _wrap(_lib.from_capsule(_to_capsule(self._c, True, True)))
 
     def astype(self, dtype: Any) -> "Tensor":
         """A compact row-major copy converted to ``dtype`` (a name such as

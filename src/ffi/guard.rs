@@ -71,7 +71,7 @@ pub(crate) fn value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 
 /// The calling thread's last message (empty before any failure; a fixed
 /// text during thread teardown). The pointer stays valid until the thread's
-/// next failing call (its storage is replaced, not mutated, on a failure).
+/// next failing call or the destruction of its thread-local storage.
 pub(crate) fn last_error() -> *const c_char {
     LAST_ERROR.try_with(|m| m.borrow().as_ptr()).unwrap_or(TEARDOWN.as_ptr())
 }

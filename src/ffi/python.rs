@@ -192,8 +192,7 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
     unsafe {
         object_of(t, |api, h| {
-            // A copy stays on the tensor's device.
-            let tensor = if copy { crate::copy::to_device(h, h.device())? } else { h.clone() };
+            let tensor = if copy { crate::copy::duplicate(h)? } else { h.clone() };
             py::to_capsule(api, tensor, versioned)
         })
     }

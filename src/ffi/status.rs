@@ -126,7 +126,12 @@ pub extern "C" fn dlb_status_name(status: c_int) -> *const c_char {
 /// The detailed message of the calling thread's last failed call, e.g.
 /// `"shape[2] is -1: dimensions must be >= 0"`. Empty ("") before any
 /// failure; successful calls leave it unchanged. The string belongs to
-/// dlbridge and stays valid until the next failing call on this thread.
+/// dlbridge and stays valid until the next failing call on this thread, or
+/// until the thread's storage is destroyed (thread exit; for the main
+/// thread, `exit()`, before `atexit` handlers run): copy it to keep it.
+/// Called during that teardown (from an `atexit` handler, a pthread key or
+/// C++ static destructor), it returns a fixed text saying the detail is
+/// unavailable, and failing calls still return their status.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_last_error_message() -> *const c_char {
     guard::value(c"".as_ptr(), guard::last_error)

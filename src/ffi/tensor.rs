@@ -113,7 +113,7 @@ pub unsafe extern "C" fn dlb_tensor_new(
         let out = non_null(out, "out")?;
         // SAFETY: `shape` has `ndim` values by contract.
         let shape = unsafe { dims(shape, ndim) }?.ok_or_else(|| missing_shape(ndim))?;
-        let tensor = Tensor::zeros(Device::new(device)?, DType::new(dtype)?, shape)?;
+        let tensor = Tensor::zeros(Device::target(device)?, DType::new(dtype)?, shape)?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(into_handle(tensor)) };
         Ok(())
@@ -363,7 +363,7 @@ pub unsafe extern "C" fn dlb_tensor_copy(
     out: *mut *mut dlb_tensor,
 ) -> dlb_status {
     // SAFETY: forwarded contract.
-    unsafe { derive(t, out, |src| crate::copy::to_device(src, Device::new(device)?)) }
+    unsafe { derive(t, out, |src| crate::copy::to_device(src, Device::target(device)?)) }
 }
 
 /// A compact row-major copy of `t` converted to `dtype`, in new CPU memory,
