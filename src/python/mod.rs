@@ -387,7 +387,8 @@ pub unsafe fn set_void_resolver(api: &Api, resolver: Obj) {
 }
 
 /// The NumPy type for a raw-byte dtype (borrowed, kept for the process), or
-/// NULL when there is none (no resolver, no answer, or an error, cleared).
+/// NULL when there is none now (no resolver, no answer, or an error, which
+/// is cleared; asked again next time).
 ///
 /// # Safety
 /// The GIL must be held.
@@ -421,7 +422,20 @@ unsafe fn void_descr(api: &Api, dtype: DType) -> Obj {
             answer
         }
     };
-    VOID_DESCRS.lock().unwrap_or_else(|e| e.into_inner()).push((dtype, answer as usize));
+    // Only answers are kept: a failure (an interrupted first import) or None
+    // (no ml_dtypes) is asked again next time.
+    if !answer.is_null() {
+        let mut known = VOID_DESCRS.lock().unwrap_or_else(|e| e.into_inner());
+        match known.iter().find(|(d, _)| *d == dtype) {
+            // Another call answered meanwhile (the resolver runs Python code).
+            Some(&(_, first)) => {
+                // SAFETY: GIL held; our answer is not kept.
+                unsafe { (api.decref)(answer) };
+                return first as Obj;
+            }
+            None => known.push((dtype, answer as usize)),
+        }
+    }
     answer
 }
 
