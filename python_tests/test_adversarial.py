@@ -426,9 +426,15 @@ def test_copy_false_with_a_refusing_producer_on_the_same_device(no_leak):
     del t, c
 
 
-def test_typestrs_with_a_nul_are_refused(no_leak):
+def test_strings_with_a_nul_are_refused(no_leak):
+    # C reads a string only up to its first NUL: "<f8\0zz" would be "<f8".
     with pytest.raises(ValueError):
         dlbridge.asarray(interface(typestr="<f8\x00zz"))
+    with pytest.raises(ValueError):
+        dlbridge.zeros((2,), "float32\x00junk")
+    with pytest.raises(ValueError):
+        dlbridge.zeros((2,)).astype("int8\x00")
+    assert dlbridge.zeros((2,), np.float16).dtype == "float16"  # dtypes accepted as astype accepts them
 
 
 def test_stream_minus_one_is_refused_for_cpu_memory(no_leak):

@@ -16,7 +16,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import _lib
-from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, copy_flag, parse_device
+from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, copy_flag, dtype_of, parse_device
 
 __all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count",
            "cuda_empty_cache", "__version__"]
@@ -280,12 +280,12 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
     return _adopt(out.value)
 
 
-def zeros(shape: Sequence[int], dtype: str = "float32", device: Any = "cpu") -> Tensor:
+def zeros(shape: Sequence[int], dtype: Any = "float32", device: Any = "cpu") -> Tensor:
     """A new zero-filled, 256-byte aligned, row-major tensor on ``device``
-    ("cpu", "cuda:0", "cuda_host" for pinned host memory)."""
+    ("cpu", "cuda:0", "cuda_host" for pinned host memory); ``dtype`` a name
+    ("float32", "bfloat16") or a NumPy / ml_dtypes dtype, as for ``astype``."""
     shape = _int64s(tuple(shape), "shape", _INT64_MIN)  # negative: the library says why
-    dt = _lib.DLDataType()
-    _lib.check(_lib.dtype_from_name(str(dtype).encode(), ctypes.byref(dt)))
+    dt = dtype_of(dtype)  # names and dtypes, as astype takes them
     out = ctypes.c_void_p()
     dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
     _lib.check(_lib.tensor_new(_lib.DLDevice(*parse_device(device)), dt, len(shape), dims, ctypes.byref(out)))

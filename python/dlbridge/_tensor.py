@@ -103,6 +103,8 @@ def dtype_of(dtype: Any) -> "_lib.DLDataType":
         name = getattr(dtype, "__name__", None)  # np.float32, ml_dtypes.bfloat16
     if not isinstance(name, str):
         raise TypeError(f"expected a dtype name or a dtype, not {dtype!r}")
+    if "\0" in name:  # C would read only up to it
+        raise ValueError(f"unknown dtype name {name!r}")
     out = _lib.DLDataType()
     _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(out)))
     return out

@@ -589,7 +589,7 @@ pub fn buffer_format_dtype(format: &str, itemsize: usize) -> Result<DType> {
         "Zf" | "Zd" => DType::COMPLEX64,
         _ => bail!(UnsupportedDtype, "buffer format {format:?} cannot be exchanged"),
     };
-    let Ok(bits) = u8::try_from(itemsize * 8) else {
+    let Some(bits) = itemsize.checked_mul(8).and_then(|b| u8::try_from(b).ok()) else {
         bail!(UnsupportedDtype, "buffer format {format:?} with {itemsize}-byte items cannot be exchanged");
     };
     DType::new(dlpark::ffi::DLDataType { bits, ..base.raw() })
@@ -612,5 +612,8 @@ mod tests {
         assert_eq!(buffer_format_dtype(">i", 4).unwrap_err().kind(), ErrorKind::ByteOrder);
         assert_eq!(buffer_format_dtype("O", 8).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
         assert_eq!(buffer_format_dtype("T{i:x:}", 4).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
+        // An exporter's item size is not trusted: 2**61 + 4 bytes must not wrap to 4.
+        assert_eq!(buffer_format_dtype("f", (1 << 61) + 4).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
+        assert_eq!(buffer_format_dtype("f", usize::MAX).unwrap_err().kind(), ErrorKind::UnsupportedDtype);
     }
 }
