@@ -519,3 +519,25 @@ def test_large_copies_work_in_forked_children():
         assert big_copy() == 2048.0
         print("ok")
     """, timeout=120)
+
+
+def test_the_package_leaves_ctypes_pythonapi_alone():
+    # Another module declaring Py_IncRef for raw addresses must not break
+    # dlbridge (nor dlbridge it): the package uses private function objects.
+    run_isolated("""
+        import ctypes, sys
+        ctypes.pythonapi.Py_IncRef.argtypes = [ctypes.c_void_p]
+        ctypes.pythonapi.Py_DecRef.argtypes = [ctypes.c_void_p]
+        import numpy as np, dlbridge
+        assert ctypes.pythonapi.Py_IncRef.argtypes == [ctypes.c_void_p]
+        a = np.arange(4.0)
+        class Exposed:
+            __array_interface__ = a.__array_interface__
+        t = dlbridge.asarray(Exposed())  # keeps the object through Py_IncRef
+        assert np.asarray(t).tolist() == [0.0, 1.0, 2.0, 3.0]
+        o = object(); n = sys.getrefcount(o)
+        ctypes.pythonapi.Py_IncRef(id(o)); ctypes.pythonapi.Py_DecRef(id(o))
+        assert sys.getrefcount(o) == n
+        del t
+        print("ok")
+    """)

@@ -2,9 +2,9 @@
 
 The library is loaded as ``ctypes.PyDLL``: the GIL stays held during calls,
 which the Python-facing entry points (``dlb_py_*``) need, since they build
-capsules, dicts and tuples through the CPython API. That API is handed to
-the library once, here, from ``ctypes.pythonapi``; errors come back as
-ordinary Python exceptions.
+capsules, dicts and tuples through the CPython API. The library resolves
+that API itself, by name, from this interpreter (``dlb_py_init``); errors
+come back as ordinary Python exceptions.
 """
 
 from __future__ import annotations
@@ -104,12 +104,10 @@ raise_last = _fn("dlb_py_raise_last", py_object)
 set_void_resolver = _fn("dlb_py_set_void_resolver", None, py_object)
 decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
 
-incref = ctypes.pythonapi.Py_IncRef
-incref.argtypes = [py_object]
-incref.restype = None
-decref = ctypes.pythonapi.Py_DecRef
-decref.argtypes = [py_object]
-decref.restype = None
+# Private function objects: setting argtypes on the shared
+# ctypes.pythonapi.Py_IncRef would change it for every other module too.
+incref = ctypes.PYFUNCTYPE(None, py_object)(("Py_IncRef", ctypes.pythonapi))
+decref = ctypes.PYFUNCTYPE(None, py_object)(("Py_DecRef", ctypes.pythonapi))
 
 
 def check(status: int) -> None:
@@ -119,23 +117,11 @@ def check(status: int) -> None:
 
 
 def _register() -> None:
-    names = _fn("dlb_py_api_names", c_char_p, c_int)
-    funcs = []
-    for entry in names(0).decode().split(","):
-        for alternative in entry.split("|"):
-            try:
-                funcs.append(ctypes.cast(getattr(ctypes.pythonapi, alternative), c_void_p).value)
-                break
-            except AttributeError:
-                continue
-        else:
-            raise ImportError(f"this Python has no {entry!r}, which dlbridge needs")
-    special = {"None": None, "True": True, "False": False}
-    objects = [id(special[n] if n in special else getattr(builtins, n)) for n in names(1).decode().split(",")]
-    init = _fn("dlb_py_init", c_int, POINTER(c_void_p), c_size_t, POINTER(c_void_p), c_size_t)
-    status = init((c_void_p * len(funcs))(*funcs), len(funcs), (c_void_p * len(objects))(*objects), len(objects))
-    if status:
-        raise ImportError(f"dlbridge could not register the Python API (status {status})")
+    """Has the library resolve the CPython functions it calls, by name, from
+    this interpreter (the table is in src/python/api.rs)."""
+    if _fn("dlb_py_init", c_int)():
+        message = _fn("dlb_last_error_message", c_char_p)().decode(errors="replace")
+        raise ImportError(f"dlbridge cannot use this Python: {message}")
 
 
 _register()

@@ -3,10 +3,10 @@
 //! C header: they take and return `PyObject*` as `void*`, and report errors
 //! as Python exceptions (NULL return).
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::guard::{self, non_null};
+use super::guard;
 use super::status::dlb_status;
 use super::tensor::{dlb_tensor, into_handle};
 use crate::python::api::{self, Api, Exc, Obj};
@@ -94,35 +94,16 @@ unsafe extern "C" fn free_handle(capsule: Obj) {
     }
 }
 
-/// The comma-separated names of the API functions (`which` = 0) or builtin
-/// objects (`which` = 1) that `dlb_py_init` takes, in order.
-#[unsafe(no_mangle)]
-pub extern "C" fn dlb_py_api_names(which: c_int) -> *const c_char {
-    if which == 0 { api::FUNCTION_NAMES.as_ptr() } else { api::OBJECT_NAMES.as_ptr() }
-}
-
-/// Registers the interpreter's API table (see `dlb_py_api_names`).
+/// Resolves the CPython API by name from the running interpreter (see
+/// `python::api`). DLB_OK, or a status whose message names the missing
+/// symbol (the package raises ImportError with it).
 ///
 /// # Safety
-/// The arrays hold `nfuncs` / `nobjects` addresses from the running
-/// interpreter, in the advertised order.
+/// Called from the running interpreter, with the GIL (PyDLL).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlb_py_init(
-    funcs: *const *const c_void,
-    nfuncs: usize,
-    objects: *const *mut c_void,
-    nobjects: usize,
-) -> dlb_status {
-    guard::status(|| {
-        let funcs = non_null(funcs.cast_mut(), "funcs")?;
-        let objects = non_null(objects.cast_mut(), "objects")?;
-        // SAFETY: arrays of the given lengths, by contract.
-        unsafe {
-            let funcs = std::slice::from_raw_parts(funcs.as_ptr().cast_const(), nfuncs);
-            let objects = std::slice::from_raw_parts(objects.as_ptr().cast::<Obj>().cast_const(), nobjects);
-            api::register(funcs, objects)
-        }
-    })
+pub unsafe extern "C" fn dlb_py_init() -> dlb_status {
+    // SAFETY: forwarded contract.
+    guard::status(|| unsafe { api::register() })
 }
 
 /// Consumes a DLPack capsule into a new handle capsule (NULL + exception).

@@ -1,6 +1,11 @@
-//! The CPython C API, reached through function pointers the Python package
-//! registers once at import (from `ctypes.pythonapi`). The library never
-//! links libpython, so C users load it without Python.
+//! The CPython C API, reached through function pointers resolved by name
+//! from the running interpreter's symbols (what `ctypes.pythonapi` does:
+//! `dlsym` in the process's global scope) when the package is imported. The
+//! library never links libpython, so C users load it without Python.
+//!
+//! One declarative table (`python_api!` below) names every function with
+//! its C signature and every builtin object: adding one is one line, and a
+//! name the interpreter lacks is an ImportError that says which.
 
 use std::ffi::{CStr, c_char, c_int, c_longlong, c_ulonglong, c_void};
 use std::sync::OnceLock;
@@ -32,20 +37,6 @@ pub struct PyBuffer {
     pub suboffsets: *mut isize,
     pub internal: *mut c_void,
 }
-
-/// The API functions, in registration order. An entry "A|B" takes the
-/// first name the interpreter has (3.11 spells `_Py_IsFinalizing`).
-pub const FUNCTION_NAMES: &CStr = c"PyCapsule_New,PyCapsule_GetPointer,PyCapsule_IsValid,PyCapsule_SetName,\
-PyErr_SetString,Py_IncRef,Py_DecRef,PyGILState_Ensure,PyGILState_Release,Py_IsFinalizing|_Py_IsFinalizing,\
-PyObject_GetBuffer,PyBuffer_Release,PyDict_New,PyDict_SetItemString,PyTuple_New,PyTuple_SetItem,\
-PyLong_FromLongLong,PyLong_FromUnsignedLongLong,PyUnicode_FromString,PyDescr_NewMethod,PyObject_GetAttr,\
-PyUnicode_InternFromString,PyObject_VectorcallMethod,PyTuple_Size,PyTuple_GetItem,PyLong_AsLong,\
-PyUnicode_CompareWithASCIIString,PyErr_Clear,PyObject_Type,PyCFunction_NewEx,PyType_GenericAlloc,\
-PyObject_SetAttr,PyObject_Vectorcall,PyDescr_NewGetSet";
-
-/// The builtin objects, in registration order (their `id()`).
-pub const OBJECT_NAMES: &CStr =
-    c"None,True,False,BufferError,TypeError,ValueError,MemoryError,RuntimeError,AttributeError";
 
 type Destructor = unsafe extern "C" fn(Obj);
 
@@ -105,52 +96,116 @@ pub enum Exc {
     Attribute,
 }
 
-/// The registered table.
-#[allow(missing_docs)]
-pub struct Api {
-    pub capsule_new: unsafe extern "C" fn(*mut c_void, *const c_char, Option<Destructor>) -> Obj,
-    pub capsule_get_pointer: unsafe extern "C" fn(Obj, *const c_char) -> *mut c_void,
-    pub capsule_is_valid: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
-    pub capsule_set_name: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
-    pub err_set_string: unsafe extern "C" fn(Obj, *const c_char),
-    pub incref: unsafe extern "C" fn(Obj),
-    pub decref: unsafe extern "C" fn(Obj),
-    pub gil_ensure: unsafe extern "C" fn() -> c_int,
-    pub gil_release: unsafe extern "C" fn(c_int),
-    pub is_finalizing: unsafe extern "C" fn() -> c_int,
-    pub get_buffer: unsafe extern "C" fn(Obj, *mut PyBuffer, c_int) -> c_int,
-    pub buffer_release: unsafe extern "C" fn(*mut PyBuffer),
-    pub dict_new: unsafe extern "C" fn() -> Obj,
-    pub dict_set_item_string: unsafe extern "C" fn(Obj, *const c_char, Obj) -> c_int,
-    pub tuple_new: unsafe extern "C" fn(isize) -> Obj,
-    pub tuple_set_item: unsafe extern "C" fn(Obj, isize, Obj) -> c_int,
-    pub long_from_long_long: unsafe extern "C" fn(c_longlong) -> Obj,
-    pub long_from_unsigned_long_long: unsafe extern "C" fn(c_ulonglong) -> Obj,
-    pub unicode_from_string: unsafe extern "C" fn(*const c_char) -> Obj,
-    pub descr_new_method: unsafe extern "C" fn(Obj, *const PyMethodDef) -> Obj,
-    pub get_attr: unsafe extern "C" fn(Obj, Obj) -> Obj,
-    pub intern: unsafe extern "C" fn(*const c_char) -> Obj,
-    pub vectorcall_method: unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj,
-    pub tuple_size: unsafe extern "C" fn(Obj) -> isize,
-    pub tuple_get_item: unsafe extern "C" fn(Obj, isize) -> Obj,
-    pub long_as_long: unsafe extern "C" fn(Obj) -> std::ffi::c_long,
-    pub unicode_eq_ascii: unsafe extern "C" fn(Obj, *const c_char) -> c_int,
-    pub err_clear: unsafe extern "C" fn(),
-    pub type_of: unsafe extern "C" fn(Obj) -> Obj,
-    pub cfunction_new: unsafe extern "C" fn(*const PyMethodDef, Obj, Obj) -> Obj,
-    pub generic_alloc: unsafe extern "C" fn(Obj, isize) -> Obj,
-    pub set_attr: unsafe extern "C" fn(Obj, Obj, Obj) -> c_int,
-    pub vectorcall: unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj,
-    pub descr_new_getset: unsafe extern "C" fn(Obj, *const PyGetSetDef) -> Obj,
-    pub none: Obj,
-    pub true_: Obj,
-    pub false_: Obj,
-    pub buffer_error: Obj,
-    pub type_error: Obj,
-    pub value_error: Obj,
-    pub memory_error: Obj,
-    pub runtime_error: Obj,
-    pub attribute_error: Obj,
+/// Declares `Api` and `Api::resolve`, from one list: for each function its
+/// field, its C name (then alternative spellings, tried in order) and its C
+/// signature; for each object its field and the symbol of the object
+/// itself (`_Py_NoneStruct`) or of a variable holding it (`PyExc_*`).
+macro_rules! python_api {
+    (
+        functions { $( $field:ident: $name:literal $(| $alt:literal)* => fn($($arg:ty),*) $(-> $ret:ty)?; )* }
+        objects { $( $object:ident: $symbol:literal; )* }
+        pointers { $( $pointer:ident: $variable:literal; )* }
+    ) => {
+        /// The CPython API, resolved by name.
+        #[allow(missing_docs)]
+        pub struct Api {
+            $( pub $field: unsafe extern "C" fn($($arg),*) $(-> $ret)?, )*
+            $( pub $object: Obj, )*
+            $( pub $pointer: Obj, )*
+        }
+
+        impl Api {
+            /// Every entry, looked up with `lookup` (NULL: absent); the error
+            /// names the first one missing.
+            ///
+            /// # Safety
+            /// `lookup` must return the addresses of the running
+            /// interpreter's symbols of those names (or NULL).
+            unsafe fn resolve(lookup: impl Fn(&CStr) -> *mut c_void) -> Result<Api> {
+                let find = |names: &[&'static str]| -> Result<*mut c_void> {
+                    names
+                        .iter()
+                        .map(|n| lookup(CStr::from_bytes_with_nul(n.as_bytes()).expect("NUL-terminated name")))
+                        .find(|p| !p.is_null())
+                        .ok_or_else(|| {
+                            let spelled: Vec<&str> = names.iter().map(|n| n.trim_end_matches('\0')).collect();
+                            Error::new(
+                                ErrorKind::InvalidArgument,
+                                format!("this Python has no {}, which dlbridge needs", spelled.join(" or ")),
+                            )
+                        })
+                };
+                // SAFETY: each address is the named CPython function (whose C
+                // signature is the field's), object, or object variable.
+                unsafe {
+                    Ok(Api {
+                        $( $field: fn_at(find(&[concat!($name, "\0") $(, concat!($alt, "\0"))*])?), )*
+                        $( $object: find(&[concat!($symbol, "\0")])?.cast(), )*
+                        $( $pointer: {
+                            let object = *find(&[concat!($variable, "\0")])?.cast::<Obj>();
+                            if object.is_null() {
+                                bail!(InvalidArgument, "{} is NULL in this Python", $variable);
+                            }
+                            object
+                        }, )*
+                    })
+                }
+            }
+        }
+    };
+}
+
+python_api! {
+    functions {
+        capsule_new: "PyCapsule_New" => fn(*mut c_void, *const c_char, Option<Destructor>) -> Obj;
+        capsule_get_pointer: "PyCapsule_GetPointer" => fn(Obj, *const c_char) -> *mut c_void;
+        capsule_is_valid: "PyCapsule_IsValid" => fn(Obj, *const c_char) -> c_int;
+        capsule_set_name: "PyCapsule_SetName" => fn(Obj, *const c_char) -> c_int;
+        err_set_string: "PyErr_SetString" => fn(Obj, *const c_char);
+        incref: "Py_IncRef" => fn(Obj);
+        decref: "Py_DecRef" => fn(Obj);
+        gil_ensure: "PyGILState_Ensure" => fn() -> c_int;
+        gil_release: "PyGILState_Release" => fn(c_int);
+        // 3.11 and 3.12 spell it with an underscore.
+        is_finalizing: "Py_IsFinalizing" | "_Py_IsFinalizing" => fn() -> c_int;
+        get_buffer: "PyObject_GetBuffer" => fn(Obj, *mut PyBuffer, c_int) -> c_int;
+        buffer_release: "PyBuffer_Release" => fn(*mut PyBuffer);
+        dict_new: "PyDict_New" => fn() -> Obj;
+        dict_set_item_string: "PyDict_SetItemString" => fn(Obj, *const c_char, Obj) -> c_int;
+        tuple_new: "PyTuple_New" => fn(isize) -> Obj;
+        tuple_set_item: "PyTuple_SetItem" => fn(Obj, isize, Obj) -> c_int;
+        long_from_long_long: "PyLong_FromLongLong" => fn(c_longlong) -> Obj;
+        long_from_unsigned_long_long: "PyLong_FromUnsignedLongLong" => fn(c_ulonglong) -> Obj;
+        unicode_from_string: "PyUnicode_FromString" => fn(*const c_char) -> Obj;
+        descr_new_method: "PyDescr_NewMethod" => fn(Obj, *const PyMethodDef) -> Obj;
+        get_attr: "PyObject_GetAttr" => fn(Obj, Obj) -> Obj;
+        intern: "PyUnicode_InternFromString" => fn(*const c_char) -> Obj;
+        vectorcall_method: "PyObject_VectorcallMethod" => fn(Obj, *const Obj, usize, Obj) -> Obj;
+        tuple_size: "PyTuple_Size" => fn(Obj) -> isize;
+        tuple_get_item: "PyTuple_GetItem" => fn(Obj, isize) -> Obj;
+        long_as_long: "PyLong_AsLong" => fn(Obj) -> std::ffi::c_long;
+        unicode_eq_ascii: "PyUnicode_CompareWithASCIIString" => fn(Obj, *const c_char) -> c_int;
+        err_clear: "PyErr_Clear" => fn();
+        type_of: "PyObject_Type" => fn(Obj) -> Obj;
+        cfunction_new: "PyCFunction_NewEx" => fn(*const PyMethodDef, Obj, Obj) -> Obj;
+        generic_alloc: "PyType_GenericAlloc" => fn(Obj, isize) -> Obj;
+        set_attr: "PyObject_SetAttr" => fn(Obj, Obj, Obj) -> c_int;
+        vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;
+        descr_new_getset: "PyDescr_NewGetSet" => fn(Obj, *const PyGetSetDef) -> Obj;
+    }
+    objects {
+        none: "_Py_NoneStruct";
+        true_: "_Py_TrueStruct";
+        false_: "_Py_FalseStruct";
+    }
+    pointers {
+        buffer_error: "PyExc_BufferError";
+        type_error: "PyExc_TypeError";
+        value_error: "PyExc_ValueError";
+        memory_error: "PyExc_MemoryError";
+        runtime_error: "PyExc_RuntimeError";
+        attribute_error: "PyExc_AttributeError";
+    }
 }
 
 // SAFETY: function pointers and immortal builtin objects; CPython serialises
@@ -174,69 +229,18 @@ pub fn try_get() -> Option<&'static Api> {
     API.get()
 }
 
-/// Registers the table; later calls keep the first one.
+/// Resolves the table from the running interpreter's symbols (the global
+/// scope of the process, as `ctypes.pythonapi` sees it); later calls keep
+/// the first one. Fails, naming the symbol, when one is missing.
 ///
 /// # Safety
-/// `funcs` must hold the addresses of the functions in [`FUNCTION_NAMES`]
-/// order, `objects` those of [`OBJECT_NAMES`], from the running interpreter.
-pub unsafe fn register(funcs: &[*const c_void], objects: &[Obj]) -> Result<()> {
-    let count = |names: &CStr| names.to_bytes().split(|c| *c == b',').count();
-    let (nf, no) = (count(FUNCTION_NAMES), count(OBJECT_NAMES));
-    if funcs.len() != nf || objects.len() != no {
-        bail!(InvalidArgument, "expected {nf} functions and {no} objects, got {} and {}", funcs.len(), objects.len());
+/// Called from the interpreter that will use the table (with the GIL).
+pub unsafe fn register() -> Result<()> {
+    if API.get().is_some() {
+        return Ok(());
     }
-    if funcs.iter().any(|f| f.is_null()) || objects.iter().any(|o| o.is_null()) {
-        return Err(Error::new(ErrorKind::NullArgument, "a Python API entry is NULL"));
-    }
-    // SAFETY: each address is the named CPython function, whose C signature
-    // is the field's type (by this function's contract).
-    let api = unsafe {
-        Api {
-            capsule_new: fn_at(funcs[0]),
-            capsule_get_pointer: fn_at(funcs[1]),
-            capsule_is_valid: fn_at(funcs[2]),
-            capsule_set_name: fn_at(funcs[3]),
-            err_set_string: fn_at(funcs[4]),
-            incref: fn_at(funcs[5]),
-            decref: fn_at(funcs[6]),
-            gil_ensure: fn_at(funcs[7]),
-            gil_release: fn_at(funcs[8]),
-            is_finalizing: fn_at(funcs[9]),
-            get_buffer: fn_at(funcs[10]),
-            buffer_release: fn_at(funcs[11]),
-            dict_new: fn_at(funcs[12]),
-            dict_set_item_string: fn_at(funcs[13]),
-            tuple_new: fn_at(funcs[14]),
-            tuple_set_item: fn_at(funcs[15]),
-            long_from_long_long: fn_at(funcs[16]),
-            long_from_unsigned_long_long: fn_at(funcs[17]),
-            unicode_from_string: fn_at(funcs[18]),
-            descr_new_method: fn_at(funcs[19]),
-            get_attr: fn_at(funcs[20]),
-            intern: fn_at(funcs[21]),
-            vectorcall_method: fn_at(funcs[22]),
-            tuple_size: fn_at(funcs[23]),
-            tuple_get_item: fn_at(funcs[24]),
-            long_as_long: fn_at(funcs[25]),
-            unicode_eq_ascii: fn_at(funcs[26]),
-            err_clear: fn_at(funcs[27]),
-            type_of: fn_at(funcs[28]),
-            cfunction_new: fn_at(funcs[29]),
-            generic_alloc: fn_at(funcs[30]),
-            set_attr: fn_at(funcs[31]),
-            vectorcall: fn_at(funcs[32]),
-            descr_new_getset: fn_at(funcs[33]),
-            none: objects[0],
-            true_: objects[1],
-            false_: objects[2],
-            buffer_error: objects[3],
-            type_error: objects[4],
-            value_error: objects[5],
-            memory_error: objects[6],
-            runtime_error: objects[7],
-            attribute_error: objects[8],
-        }
-    };
+    // SAFETY: dlsym in the global scope finds the interpreter's own symbols.
+    let api = unsafe { Api::resolve(|name| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr())) }?;
     let _ = API.set(api);
     Ok(())
 }
@@ -304,5 +308,46 @@ impl Api {
             body();
             (self.gil_release)(state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in address for every symbol but `missing`; variables point
+    /// at a non-NULL object pointer.
+    fn lookup_without(missing: &'static [&'static str]) -> impl Fn(&CStr) -> *mut c_void {
+        static OBJECT: u8 = 0;
+        static VARIABLE: &u8 = &OBJECT;
+        move |name| {
+            let name = name.to_str().unwrap();
+            if missing.contains(&name) {
+                std::ptr::null_mut()
+            } else if name.starts_with("PyExc_") {
+                (&raw const VARIABLE).cast_mut().cast()
+            } else {
+                (&raw const OBJECT).cast_mut().cast()
+            }
+        }
+    }
+
+    #[test]
+    fn every_entry_is_found_by_name_and_a_missing_one_is_named() {
+        // SAFETY: the table is only inspected, never called.
+        let api = unsafe { Api::resolve(lookup_without(&[])) }.unwrap();
+        assert_eq!(api.none.cast::<u8>().cast_const(), api.true_.cast::<u8>().cast_const());
+        for missing in ["PyTuple_New", "_Py_NoneStruct", "PyExc_BufferError"] {
+            // SAFETY: as above.
+            let e = unsafe { Api::resolve(lookup_without(Box::leak(Box::new([missing])))) }.err().unwrap();
+            assert_eq!(e.to_string(), format!("this Python has no {missing}, which dlbridge needs"));
+        }
+        // An alternative spelling is taken when the first is absent (3.11, 3.12) ...
+        // SAFETY: as above.
+        assert!(unsafe { Api::resolve(lookup_without(&["Py_IsFinalizing"])) }.is_ok());
+        // ... and both missing names the two.
+        // SAFETY: as above.
+        let e = unsafe { Api::resolve(lookup_without(&["Py_IsFinalizing", "_Py_IsFinalizing"])) }.err().unwrap();
+        assert!(e.to_string().contains("Py_IsFinalizing or _Py_IsFinalizing"), "{e}");
     }
 }
