@@ -36,6 +36,9 @@ def _library_path() -> str:
 
 path = _library_path()
 lib = ctypes.PyDLL(path)
+# The same library through CDLL: calls made through it release the GIL, for
+# long work that touches no Python object (copies, conversions, transfers).
+nogil = ctypes.CDLL(path)
 
 
 class DLDevice(ctypes.Structure):
@@ -62,30 +65,32 @@ class ArrayInterface(ctypes.Structure):
     ]
 
 
-def _fn(name, restype, *argtypes):
-    f = getattr(lib, name)
+def _fn(name, restype, *argtypes, release_gil=False):
+    f = getattr(nogil if release_gil else lib, name)
     f.restype = restype
     f.argtypes = argtypes
     return f
 
 
 # C API (status-returning functions return int: 0 is DLB_OK).
-tensor_new = _fn("dlb_tensor_new", c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_void_p))
-tensor_free = _fn("dlb_tensor_free", None, c_void_p)
-tensor_copy = _fn("dlb_tensor_copy", c_int, c_void_p, DLDevice, POINTER(c_void_p))
-tensor_astype = _fn("dlb_tensor_astype", c_int, c_void_p, DLDataType, POINTER(c_void_p))
+# Long work, without the GIL (the caller's objects keep the memory alive).
+tensor_new = _fn("dlb_tensor_new", c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_void_p),
+                 release_gil=True)
+tensor_copy = _fn("dlb_tensor_copy", c_int, c_void_p, DLDevice, POINTER(c_void_p), release_gil=True)
+tensor_astype = _fn("dlb_tensor_astype", c_int, c_void_p, DLDataType, POINTER(c_void_p), release_gil=True)
 tensor_copy_from_array_interface = _fn(
-    "dlb_tensor_copy_from_array_interface", c_int, POINTER(ArrayInterface), POINTER(c_void_p)
+    "dlb_tensor_copy_from_array_interface", c_int, POINTER(ArrayInterface), POINTER(c_void_p), release_gil=True
 )
+tensor_free = _fn("dlb_tensor_free", None, c_void_p)
 tensor_from_array_interface = _fn(
     "dlb_tensor_from_array_interface", c_int, POINTER(ArrayInterface), c_void_p, c_void_p, POINTER(c_void_p)
 )
 dtype_from_name = _fn("dlb_dtype_from_name", c_int, c_char_p, POINTER(DLDataType))
 live_tensor_count = _fn("dlb_live_tensor_count", c_size_t)
-cuda_device_count = _fn("dlb_cuda_device_count", c_int, POINTER(c_int32))
-cuda_stream_wait = _fn("dlb_cuda_stream_wait", c_int, c_int32, c_uint64, c_uint64)
-cuda_empty_cache = _fn("dlb_cuda_empty_cache", c_int)
-cuda_pointer_device = _fn("dlb_cuda_pointer_device", c_int, c_void_p, POINTER(c_int32))
+cuda_device_count = _fn("dlb_cuda_device_count", c_int, POINTER(c_int32), release_gil=True)
+cuda_stream_wait = _fn("dlb_cuda_stream_wait", c_int, c_int32, c_uint64, c_uint64, release_gil=True)
+cuda_empty_cache = _fn("dlb_cuda_empty_cache", c_int, release_gil=True)
+cuda_pointer_device = _fn("dlb_cuda_pointer_device", c_int, c_void_p, POINTER(c_int32), release_gil=True)
 version = _fn("dlb_version", c_char_p)().decode()
 
 # Python entry points: NULL results come with a Python exception set.

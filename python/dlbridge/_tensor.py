@@ -152,9 +152,11 @@ class Tensor:
             m = self._meta = _info(self._c)
             return m
 
-    def _handle(self) -> int:
-        """The C handle (borrowed, valid while this tensor lives)."""
-        return _lib.handle(self._c)
+    def _handle(self) -> Tuple[Any, int]:
+        """The handle capsule and the C handle in it (borrowed: valid while
+        the caller holds the capsule, which a call without the GIL needs)."""
+        c = self._c
+        return c, _lib.handle(c)
 
     # -- the exchange protocols -------------------------------------------
 
@@ -294,7 +296,10 @@ class Tensor:
         "float16" or "bfloat16", or a NumPy dtype), converted as NumPy's
         ``astype`` does; float16/bfloat16 round to nearest even."""
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_astype(self._handle(), dtype_of(dtype), ctypes.byref(out)))
+        dt = dtype_of(dtype)
+        keep, handle = self._handle()
+        _lib.check(_lib.tensor_astype(handle, dt, ctypes.byref(out)))
+        del keep
         return _adopt(out.value)
 
     def to_device(self, device: Any) -> "Tensor":
@@ -306,7 +311,9 @@ class Tensor:
         if target == self.__dlpack_device__():
             return self
         out = ctypes.c_void_p()
-        _lib.check(_lib.tensor_copy(self._handle(), _lib.DLDevice(*target), ctypes.byref(out)))
+        keep, handle = self._handle()
+        _lib.check(_lib.tensor_copy(handle, _lib.DLDevice(*target), ctypes.byref(out)))
+        del keep
         return _adopt(out.value)
 
     def numpy(self) -> numpy.ndarray:

@@ -173,7 +173,9 @@ pub unsafe extern "C" fn dlb_py_to_capsule(t: *mut c_void, versioned: bool, copy
     // SAFETY: GIL held, a live object (contract); the body runs with the GIL.
     unsafe {
         object_of(t, |api, h| {
-            let tensor = if copy { crate::copy::duplicate(h)? } else { h.clone() };
+            // The copy runs without the GIL (held here; the copy touches no
+            // Python object): other Python threads go on meanwhile.
+            let tensor = if copy { api.without_gil(|| crate::copy::duplicate(h))? } else { h.clone() };
             py::to_capsule(api, tensor, versioned)
         })
     }

@@ -192,6 +192,8 @@ python_api! {
         set_attr: "PyObject_SetAttr" => fn(Obj, Obj, Obj) -> c_int;
         vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;
         descr_new_getset: "PyDescr_NewGetSet" => fn(Obj, *const PyGetSetDef) -> Obj;
+        save_thread: "PyEval_SaveThread" => fn() -> *mut c_void;
+        restore_thread: "PyEval_RestoreThread" => fn(*mut c_void);
     }
     objects {
         none: "_Py_NoneStruct";
@@ -308,6 +310,25 @@ impl Api {
             body();
             (self.gil_release)(state);
         }
+    }
+
+    /// Runs `body` (which must not touch Python objects) with the GIL
+    /// released, so other Python threads run during long work (copies);
+    /// the GIL is taken back when it returns or unwinds.
+    ///
+    /// # Safety
+    /// The GIL must be held by this thread.
+    pub unsafe fn without_gil<T>(&self, body: impl FnOnce() -> T) -> T {
+        struct Restore<'a>(&'a Api, *mut c_void);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                // SAFETY: the state PyEval_SaveThread returned, restored once.
+                unsafe { (self.0.restore_thread)(self.1) }
+            }
+        }
+        // SAFETY: the GIL is held (contract); released until `_restore` drops.
+        let _restore = Restore(self, unsafe { (self.save_thread)() });
+        body()
     }
 }
 
