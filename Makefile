@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: test-python-asan check-soname install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: test-python-versions test-python-asan check-soname install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 # The crate version, and the ABI version in the soname (0.Y while the major
 # version is 0, as build.rs sets it).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -59,13 +59,28 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header check-soname test-c test-python test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
+test-all: lint test-rust test-asan check-header check-soname test-c test-python test-python-versions test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
 
 # Every Python suite, then NumPy's own installed DLPack and array-interface
 # tests with dlbridge routed into the exchange (python_tests/peer_numpy).
 test-python: build venv
 	PYTHONPATH=python $(VPY) -m pytest -q python_tests
 	PYTHONPATH=python $(VPY) python_tests/peer_numpy/run.py
+
+# The Python suite on the other supported interpreters (CPython 3.12, 3.13
+# from pyenv), each in its own venv with NumPy and ml_dtypes (the framework
+# tests skip, saying why). A missing interpreter is reported loudly.
+PY_VERSIONS := 3.12 3.13
+test-python-versions: build
+	@for v in $(PY_VERSIONS); do \
+	  py=$$(ls -d $$(pyenv root 2>/dev/null)/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	  if [ -z "$$py" ]; then echo "!!! CPython $$v not found (pyenv): its Python tests are SKIPPED"; continue; fi; \
+	  venv=.venv-$$v; test -x $$venv/bin/python || $$py -m venv $$venv || exit 1; \
+	  $$venv/bin/python -m pip install --quiet --disable-pip-version-check -r python_tests/requirements-min.txt \
+	    || exit 1; \
+	  echo "== Python tests on $$($$venv/bin/python -V) (NumPy + ml_dtypes)"; \
+	  PYTHONPATH=python $$venv/bin/python -m pytest -q -p no:cacheprovider python_tests || exit 1; \
+	done
 
 # The adversarial and lifetime suites again, against an AddressSanitizer
 # build of the library (the interpreter is not instrumented: ASan's runtime

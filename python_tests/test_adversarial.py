@@ -106,6 +106,8 @@ DERIVED = {
 
 @pytest.mark.parametrize("name", list(DERIVED))
 def test_derived_objects_keep_memory_after_the_source_is_dropped(name):
+    if "torch" in name:
+        pytest.importorskip("torch", reason="PyTorch is not installed in this environment")
     run_isolated(textwrap.dedent(f"""
         import gc, numpy as np, dlbridge
         BIG = {BIG}
@@ -298,6 +300,7 @@ def test_device_numbers_are_range_checked(no_leak):
 
 
 def test_jax_cpu_tensors_of_other_cpu_devices_are_imported():
+    pytest.importorskip("jax", reason="JAX is not installed in this environment")
     # JAX labels a tensor on its CPU device 1 with device_id 1 (its
     # __dlpack_device__ says 0): host memory, read as device 0, as NumPy does.
     run_isolated("""

@@ -7,9 +7,9 @@ import warnings
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
 
 import dlbridge
+from _optional import needs_torch, torch
 
 TYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
          "float16", "float32", "float64", "complex64", "complex128", "bfloat16"]
@@ -99,6 +99,7 @@ def test_large_copies_use_both_cores_and_stay_exact(no_leak):
         assert h.tobytes() == a[:, ::2].astype(np.float16).tobytes()
 
 
+@needs_torch
 def test_copy_of_negative_strides_goes_to_torch(no_leak):
     a = np.arange(12.0).reshape(3, 4)[::-1, ::-1]
     c = dlbridge.asarray(a).copy()

@@ -5,7 +5,7 @@ big-endian."""
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch", reason="PyTorch is not installed in this environment")
 
 import dlbridge
 

@@ -3,11 +3,11 @@ pointers and by writes seen on both sides."""
 
 import gc
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch", reason="PyTorch is not installed in this environment")
+jax = pytest.importorskip("jax", reason="JAX is not installed in this environment")
+jnp = pytest.importorskip("jax.numpy")
 
 import dlbridge
 

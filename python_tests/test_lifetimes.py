@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import dlbridge
+from _optional import needs_torch, torch
 
 
+@needs_torch
 def test_source_dropped_data_still_right(no_leak):
     a = np.arange(1000, dtype=np.float32)
     t = dlbridge.from_dlpack(a)
@@ -25,6 +26,7 @@ def test_source_dropped_data_still_right(no_leak):
     assert pt[10].item() == 10.0
 
 
+@needs_torch
 def test_torch_source_dropped_numpy_view_keeps_memory(no_leak):
     a = np.from_dlpack(dlbridge.from_dlpack(torch.full((3,), 4.0)))
     gc.collect()
@@ -47,6 +49,7 @@ def test_unconsumed_capsules_are_freed(no_leak):
     assert dlbridge.live_tensor_count() == before - 1
 
 
+@needs_torch
 def test_a_capsule_is_consumed_once(no_leak):
     capsule = np.arange(3).__dlpack__(max_version=(1, 3))
     t = dlbridge.from_dlpack(capsule)
@@ -68,6 +71,7 @@ def test_non_capsules_are_refused(no_leak):
         dlbridge.from_dlpack(object())
 
 
+@needs_torch
 def test_many_round_trips_leave_nothing_behind(no_leak):
     a = np.arange(16, dtype=np.uint8)
     for _ in range(2000):
@@ -76,6 +80,7 @@ def test_many_round_trips_leave_nothing_behind(no_leak):
     assert b.ctypes.data == a.ctypes.data
 
 
+@needs_torch
 def test_buffer_protocol_objects_stay_alive(no_leak):
     import array
 
@@ -119,6 +124,7 @@ def test_masked_array_interface_is_refused(no_leak):
         dlbridge.asarray(Masked())
 
 
+@needs_torch
 def test_interpreter_exits_cleanly_with_live_tensors_and_capsules():
     import os
     import subprocess

@@ -4,9 +4,9 @@ import ctypes
 
 import numpy as np
 import pytest
-import torch
 
 import dlbridge
+from _optional import needs_torch, torch
 
 
 def capsule_name(capsule):
@@ -43,6 +43,7 @@ def test_bad_arguments_raise_the_spec_exceptions(no_leak):
         t.__dlpack__(stream=-1, max_version=(1, 3))  # CPU: any stream, -1 included, is refused (as NumPy does)
 
 
+@needs_torch
 def test_copy_true_exports_a_copy(no_leak):
     a = np.arange(6, dtype=np.float32).reshape(2, 3).T
     t = dlbridge.from_dlpack(a)

@@ -6,9 +6,9 @@ import gc
 import os
 
 import numpy as np
-import torch
 
 import dlbridge
+from _optional import needs_torch, torch
 
 ROUND_TRIPS = int(os.environ.get("DLB_STRESS_ROUND_TRIPS", "100000"))
 
@@ -18,6 +18,7 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@needs_torch
 def test_round_trips_keep_memory_flat(no_leak):
     a = np.arange(4096, dtype=np.float32)
 

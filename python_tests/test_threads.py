@@ -5,11 +5,12 @@ import queue
 import threading
 
 import numpy as np
-import torch
 
 import dlbridge
+from _optional import needs_torch, torch
 
 
+@needs_torch
 def test_created_in_one_thread_freed_in_another(no_leak):
     handoff = queue.Queue()
     sums = []
@@ -34,6 +35,7 @@ def test_created_in_one_thread_freed_in_another(no_leak):
     assert sums == [8 * sum(range(500))]
 
 
+@needs_torch
 def test_many_threads_exchange_at_once(no_leak):
     shared = np.arange(1024, dtype=np.float32)
     errors = []

@@ -9,12 +9,32 @@ come back as ordinary Python exceptions.
 
 from __future__ import annotations
 
-import builtins
 import ctypes
 import os
 import pathlib
 from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
 from ctypes import c_uint64, c_size_t, c_void_p, py_object
+
+
+def _check_interpreter() -> None:
+    """dlbridge is tested on CPython 3.11, 3.12 and 3.13 with the GIL; its
+    library keeps Python objects (interned names, builtin types) shared by
+    the whole process, which one GIL and one interpreter make safe. Anything
+    else is refused here, before the library is touched (subinterpreters
+    are refused by the library itself, which can tell them apart)."""
+    import sys
+    import sysconfig
+
+    if sys.implementation.name != "cpython":
+        raise ImportError(f"dlbridge supports CPython only, not {sys.implementation.name}")
+    if sys.version_info < (3, 11):
+        raise ImportError(f"dlbridge needs CPython 3.11 or newer; this is {sys.version.split()[0]}")
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        raise ImportError("dlbridge does not support free-threaded CPython builds (no GIL) yet: "
+                          "use a standard build")
+
+
+_check_interpreter()
 
 
 def _library_path() -> str:

@@ -192,6 +192,8 @@ python_api! {
         set_attr: "PyObject_SetAttr" => fn(Obj, Obj, Obj) -> c_int;
         vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;
         descr_new_getset: "PyDescr_NewGetSet" => fn(Obj, *const PyGetSetDef) -> Obj;
+        interpreter: "PyInterpreterState_Get" => fn() -> *mut c_void;
+        main_interpreter: "PyInterpreterState_Main" => fn() -> *mut c_void;
         save_thread: "PyEval_SaveThread" => fn() -> *mut c_void;
         restore_thread: "PyEval_RestoreThread" => fn(*mut c_void);
     }
@@ -233,17 +235,25 @@ pub fn try_get() -> Option<&'static Api> {
 
 /// Resolves the table from the running interpreter's symbols (the global
 /// scope of the process, as `ctypes.pythonapi` sees it); later calls keep
-/// the first one. Fails, naming the symbol, when one is missing.
+/// the first one. Fails, naming the symbol, when one is missing, and in a
+/// subinterpreter (each import asks).
 ///
 /// # Safety
 /// Called from the interpreter that will use the table (with the GIL).
 pub unsafe fn register() -> Result<()> {
-    if API.get().is_some() {
-        return Ok(());
+    if API.get().is_none() {
+        // SAFETY: dlsym in the global scope finds the interpreter's own symbols.
+        let api = unsafe { Api::resolve(|name| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr())) }?;
+        let _ = API.set(api);
     }
-    // SAFETY: dlsym in the global scope finds the interpreter's own symbols.
-    let api = unsafe { Api::resolve(|name| libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr())) }?;
-    let _ = API.set(api);
+    let api = get()?;
+    // The library keeps Python objects for the whole process (interned
+    // names, the Tensor type, builtin objects): they belong to the main
+    // interpreter, and a subinterpreter must not use them.
+    // SAFETY: both calls need only a current thread state (the GIL is held).
+    if unsafe { (api.interpreter)() != (api.main_interpreter)() } {
+        bail!(InvalidArgument, "dlbridge supports the main interpreter only, not subinterpreters");
+    }
     Ok(())
 }
 
