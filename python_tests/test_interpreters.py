@@ -51,7 +51,7 @@ def test_subinterpreters_are_refused_and_the_main_one_keeps_working(no_leak):
         assert failure is not None, "a subinterpreter imported dlbridge"
         # dlbridge's own refusal, or (3.12's isolated subinterpreters) ctypes'.
         message = str(getattr(failure, "msg", failure))
-        assert "ImportError" in message or isinstance(failure, ImportError), failure
+        assert "ImportError" in message + repr(failure) or isinstance(failure, ImportError), failure
         assert "main interpreter only" in message or "_ctypes does not support" in message, failure
     finally:
         subinterpreters.destroy(interp)
