@@ -368,10 +368,11 @@ mod tests {
         // SAFETY: the table is only inspected, never called.
         let api = unsafe { Api::resolve(lookup_without(&[])) }.unwrap();
         assert_eq!(api.none.cast::<u8>().cast_const(), api.true_.cast::<u8>().cast_const());
-        for missing in ["PyTuple_New", "_Py_NoneStruct", "PyExc_BufferError"] {
+        let cases: [&'static [&'static str]; 3] = [&["PyTuple_New"], &["_Py_NoneStruct"], &["PyExc_BufferError"]];
+        for missing in cases {
             // SAFETY: as above.
-            let e = unsafe { Api::resolve(lookup_without(Box::leak(Box::new([missing])))) }.err().unwrap();
-            assert_eq!(e.to_string(), format!("this Python has no {missing}, which dlbridge needs"));
+            let e = unsafe { Api::resolve(lookup_without(missing)) }.err().unwrap();
+            assert_eq!(e.to_string(), format!("this Python has no {}, which dlbridge needs", missing[0]));
         }
         // An alternative spelling is taken when the first is absent (3.11, 3.12) ...
         // SAFETY: as above.
