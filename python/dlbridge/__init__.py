@@ -125,8 +125,9 @@ def _honour(t: Tensor, target: Optional[tuple], copy: Optional[bool]) -> Tensor:
 
 def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
     """A ``Tensor`` from anything that shares memory: a ``Tensor``, a DLPack
-    producer or capsule, an object with ``__array_interface__``, or a
-    buffer-protocol object (memoryview, bytearray, array.array). The source
+    producer or capsule, an object with ``__array_interface__``, a
+    buffer-protocol object (memoryview, bytearray, array.array), or, last,
+    an object with only ``__array__`` (what it returns is taken). The source
     stays alive as long as the memory is used. ``copy=True`` returns a copy;
     ``copy=None`` copies only when it must (data in the other byte order is
     byte-swapped into a copy); ``copy=False`` never copies (BufferError
@@ -161,8 +162,15 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
         try:
             memoryview(x).release()
         except TypeError:
+            array = getattr(x, "__array__", None)
+            if array is not None:
+                # Only NumPy's fallback protocol: the array it returns owns (or keeps) the memory.
+                result = array()
+                if result is x:
+                    raise TypeError(f"{type(x).__name__}.__array__() returned the object itself") from None
+                return asarray(result, copy=copy)
             raise TypeError(f"cannot share memory with {type(x).__name__}: it has no __dlpack__, "
-                            "__array_interface__ or buffer") from None
+                            "__array_interface__, buffer or __array__") from None
         t = _wrap(_lib.from_buffer(x))
     return t.copy() if copy else t
 

@@ -81,6 +81,18 @@ def _device_int(value: Any, what: str) -> int:
     return value
 
 
+def _unpickle(data: bytes, shape: Tuple[int, ...], dtype: str) -> "Tensor":
+    """A new writable CPU tensor holding pickled data (see Tensor.__reduce__)."""
+    from . import zeros
+
+    t = zeros(shape, dtype)
+    if len(data) != t.nbytes:
+        raise ValueError(f"pickled data has {len(data)} bytes, {dtype}{list(shape)} needs {t.nbytes}")
+    if data:
+        ctypes.memmove(t.data_ptr, data, len(data))
+    return t
+
+
 def _wrap(capsule: Any) -> "Tensor":
     """A Tensor around a handle capsule (its destructor frees the handle)."""
     t = _new_object(Tensor)
@@ -276,6 +288,30 @@ class Tensor:
     def data_ptr(self) -> int:
         """Address of the first element."""
         return self._m()[8]
+
+    def __len__(self) -> int:
+        """The size of the first dimension (TypeError for a 0-d tensor, as NumPy)."""
+        shape = self._m()[0]
+        if not shape:
+            raise TypeError("len() of a 0-d tensor")
+        return shape[0]
+
+    def __copy__(self) -> "Tensor":
+        """A copy of the data, as ``copy.copy`` of a NumPy array makes."""
+        return self.copy()
+
+    def __deepcopy__(self, memo: Any) -> "Tensor":
+        """A copy of the data (on the same device)."""
+        return self.copy()
+
+    def __reduce__(self) -> Any:
+        """Pickles the data (copied, as NumPy does), the shape and the dtype;
+        CPU-readable memory only (TypeError otherwise: to_device('cpu') first)."""
+        if self._m()[3] not in _HOST_DEVICES:
+            raise TypeError(f"a {self.device} tensor cannot be pickled; call .to_device('cpu') first")
+        compact = self if self.is_contiguous else self.copy()
+        data = ctypes.string_at(compact.data_ptr, compact.nbytes) if compact.nbytes else b""
+        return _unpickle, (data, self.shape, self.dtype)
 
     def __repr__(self) -> str:
         ro = ", readonly" if self.readonly else ""
