@@ -536,10 +536,8 @@ def test_warp_takes_0d_tensors(wp):
     assert float(x.numpy().reshape(-1)[0]) == 2.5
 
 
-@pytest.mark.xfail(strict=True, reason="Warp 1.19: wp.array(data) wants data with __len__; a dlbridge.Tensor has "
-                   "__array_interface__ and __dlpack__ but no __len__ ('Data must be a sequence or array')")
-@_known_failure
 def test_warp_array_constructor_takes_dlbridge_tensor(wp):
+    # Warp 1.19's wp.array(data) wants data with __len__, which Tensor has now.
     t = dlbridge.asarray(np.arange(3, dtype=np.float32))
     assert np.array_equal(wp.array(t, device="cpu").numpy(), np.arange(3, dtype=np.float32))
 

@@ -572,6 +572,7 @@ struct FromDlpack {
     tensor_type: Obj,
     slow: Obj,
     dlpack: Obj,
+    dlpack_device: Obj,
     kwnames: Obj,
     max_version: Obj,
     device: Obj,
@@ -624,6 +625,7 @@ pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, s
                 tensor_type: tensor_type.cast(),
                 slow: slow.cast(),
                 dlpack: (api.intern)(c"__dlpack__".as_ptr()),
+                dlpack_device: (api.intern)(c"__dlpack_device__".as_ptr()),
                 kwnames,
                 max_version,
                 device: (api.intern)(c"device".as_ptr()),
@@ -685,12 +687,46 @@ unsafe fn plain_capsule(
         }
         let tp = (api.type_of)(x);
         (api.decref)(tp); // the type outlives this call: `x` holds it
-        if !HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner()).contains(&(tp as usize)) {
+        let call = [x, st.max_version];
+        if HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner()).contains(&(tp as usize)) {
+            let capsule = (api.vectorcall_method)(st.dlpack, call.as_ptr(), 1, st.kwnames);
+            return new_ref(capsule).map(|c| Some((c, true)));
+        }
+        // Any other producer whose memory needs no stream (not CUDA, managed
+        // or ROCm): asked here too. Anything unusual (no __dlpack_device__,
+        // an odd answer, an error from __dlpack__, which may be an old
+        // signature to retry without keywords) goes to the Python function,
+        // which asks again and says what is wrong.
+        if !needs_no_stream(api, st, x) {
             return Ok(None);
         }
-        let call = [x, st.max_version];
         let capsule = (api.vectorcall_method)(st.dlpack, call.as_ptr(), 1, st.kwnames);
-        new_ref(capsule).map(|c| Some((c, true)))
+        if capsule.is_null() {
+            (api.err_clear)();
+            return Ok(None);
+        }
+        Ok(Some((capsule, true)))
+    }
+}
+
+/// Whether `x.__dlpack_device__()` names a device type for which from_dlpack
+/// passes no stream (any error is cleared: then false).
+///
+/// # Safety
+/// GIL held; `x` is a live object.
+unsafe fn needs_no_stream(api: &Api, st: &FromDlpack, x: Obj) -> bool {
+    // SAFETY: GIL held (contract); every new reference is released here.
+    unsafe {
+        let device = (api.vectorcall_method)(st.dlpack_device, &x, 1, std::ptr::null_mut());
+        if device.is_null() {
+            (api.err_clear)();
+            return false;
+        }
+        let kind = if (api.tuple_size)(device) == 2 { (api.long_as_long)((api.tuple_get_item)(device, 0)) } else { -1 };
+        (api.decref)(device);
+        (api.err_clear)(); // a non-tuple or a non-int first item: no fast path
+        // kDLCUDA, kDLROCM and kDLCUDAManaged take a stream (see _STREAM_TO_ASK).
+        kind > 0 && !matches!(kind, 2 | 10 | 13)
     }
 }
 
