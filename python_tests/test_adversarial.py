@@ -544,3 +544,29 @@ def test_the_package_leaves_ctypes_pythonapi_alone():
         del t
         print("ok")
     """)
+
+
+def test_producers_with_odd_device_answers_or_module_names(no_leak):
+    # from_dlpack's C path asks __dlpack_device__ and reads the type's
+    # __module__ (to remember NumPy): odd answers take the Python path or
+    # raise there, never crash.
+    def producer(device, module="somewhere"):
+        class Odd:
+            def __init__(self, a):
+                self.a = a
+
+            def __dlpack__(self, **kwargs):
+                return self.a.__dlpack__(**kwargs)
+
+            def __dlpack_device__(self):
+                if isinstance(device, Exception):
+                    raise device
+                return device
+
+        Odd.__module__ = module
+        return Odd(np.arange(3.0))
+
+    for device, module in [((1, 0), 5), ((1, 0), None), ([1, 0], "x"), ((1, 0, 0), "x"), ((1, None), "x")]:
+        assert dlbridge.from_dlpack(producer(device, module)).numpy().tolist() == [0.0, 1.0, 2.0], (device, module)
+    with pytest.raises(RuntimeError, match="no device"):
+        dlbridge.from_dlpack(producer(RuntimeError("no device")))

@@ -573,6 +573,7 @@ struct FromDlpack {
     slow: Obj,
     dlpack: Obj,
     dlpack_device: Obj,
+    module: Obj,
     kwnames: Obj,
     max_version: Obj,
     device: Obj,
@@ -626,6 +627,7 @@ pub unsafe extern "C" fn dlb_py_from_dlpack_function(tensor_type: *mut c_void, s
                 slow: slow.cast(),
                 dlpack: (api.intern)(c"__dlpack__".as_ptr()),
                 dlpack_device: (api.intern)(c"__dlpack_device__".as_ptr()),
+                module: (api.intern)(c"__module__".as_ptr()),
                 kwnames,
                 max_version,
                 device: (api.intern)(c"device".as_ptr()),
@@ -700,12 +702,37 @@ unsafe fn plain_capsule(
         if !needs_no_stream(api, st, x) {
             return Ok(None);
         }
+        if is_numpy_type(api, st, tp) {
+            dlb_py_add_host_type(tp.cast()); // NumPy's arrays: not asked for their device again
+        }
         let capsule = (api.vectorcall_method)(st.dlpack, call.as_ptr(), 1, st.kwnames);
         if capsule.is_null() {
             (api.err_clear)();
             return Ok(None);
         }
         Ok(Some((capsule, true)))
+    }
+}
+
+/// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).
+///
+/// # Safety
+/// GIL held; `tp` is a live type.
+unsafe fn is_numpy_type(api: &Api, st: &FromDlpack, tp: Obj) -> bool {
+    // SAFETY: GIL held (contract); the new reference is released here.
+    unsafe {
+        let module = (api.get_attr)(tp, st.module);
+        if module.is_null() {
+            (api.err_clear)();
+            return false;
+        }
+        // Any object may stand there: AsUTF8AndSize checks it is a str.
+        let mut len = 0isize;
+        let text = (api.unicode_as_utf8)(module, &mut len);
+        let numpy = !text.is_null() && std::slice::from_raw_parts(text.cast::<u8>(), len as usize) == b"numpy";
+        (api.decref)(module);
+        (api.err_clear)(); // a non-str __module__ raised TypeError: not NumPy
+        numpy
     }
 }
 

@@ -185,6 +185,7 @@ python_api! {
         tuple_get_item: "PyTuple_GetItem" => fn(Obj, isize) -> Obj;
         long_as_long: "PyLong_AsLong" => fn(Obj) -> std::ffi::c_long;
         unicode_eq_ascii: "PyUnicode_CompareWithASCIIString" => fn(Obj, *const c_char) -> c_int;
+        unicode_as_utf8: "PyUnicode_AsUTF8AndSize" => fn(Obj, *mut isize) -> *const c_char;
         err_clear: "PyErr_Clear" => fn();
         type_of: "PyObject_Type" => fn(Obj) -> Obj;
         cfunction_new: "PyCFunction_NewEx" => fn(*const PyMethodDef, Obj, Obj) -> Obj;
