@@ -281,7 +281,7 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
         return _adopt(out.value)
     keep = (owner, ai)
     _lib.incref(keep)
-    status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_callback, id(keep), ctypes.byref(out))
+    status = _lib.tensor_from_array_interface(ctypes.byref(c), _lib.decref_release, id(keep), ctypes.byref(out))
     if status:
         _lib.decref(keep)
         _lib.check(status)

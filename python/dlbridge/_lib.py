@@ -12,8 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import pathlib
-from ctypes import POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
-from ctypes import c_uint64, c_size_t, c_void_p, py_object
+from ctypes import CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_int64, c_uint8, c_uint16
+from ctypes import c_uint32, c_uint64, c_size_t, c_void_p, py_object
 
 
 def _check_interpreter() -> None:
@@ -85,33 +85,93 @@ class ArrayInterface(ctypes.Structure):
     ]
 
 
-def _fn(name, restype, *argtypes, release_gil=False):
-    f = getattr(nogil if release_gil else lib, name)
+class DLPackVersion(ctypes.Structure):
+    _fields_ = [("major", c_uint32), ("minor", c_uint32)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [("data", c_void_p), ("device", DLDevice), ("ndim", c_int32), ("dtype", DLDataType),
+                ("shape", POINTER(c_int64)), ("strides", POINTER(c_int64)), ("byte_offset", c_uint64)]
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
+                            ("deleter", CFUNCTYPE(None, POINTER(DLManagedTensor)))]
+
+
+class DLManagedTensorVersioned(ctypes.Structure):
+    pass
+
+
+DLManagedTensorVersioned._fields_ = [("version", DLPackVersion), ("manager_ctx", c_void_p),
+                                     ("deleter", CFUNCTYPE(None, POINTER(DLManagedTensorVersioned))),
+                                     ("flags", c_uint64), ("dl_tensor", DLTensor)]
+
+#: ``void (*)(void *ctx)``, the release callback of ``dlb_tensor_wrap``.
+release_fn = CFUNCTYPE(None, c_void_p)
+
+# The public C API (include/dlbridge.h), declared once, on `nogil`: the
+# package's own calls (copies, conversions, transfers) and dlbridge.capi's
+# users share these declarations. Status-returning functions return int.
+_handle, _out = c_void_p, POINTER(c_void_p)
+C_API = {
+    "dlb_status_name": (c_char_p, c_int),
+    "dlb_last_error_message": (c_char_p,),
+    "dlb_live_tensor_count": (c_size_t,),
+    "dlb_version": (c_char_p,),
+    "dlb_dtype_from_name": (c_int, c_char_p, POINTER(DLDataType)),
+    "dlb_tensor_new": (c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), _out),
+    "dlb_tensor_wrap": (c_int, c_void_p, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_int64),
+                        c_uint64, c_uint64, release_fn, c_void_p, _out),
+    "dlb_tensor_from_dlpack_versioned": (c_int, POINTER(DLManagedTensorVersioned), _out),
+    "dlb_tensor_from_dlpack": (c_int, POINTER(DLManagedTensor), _out),
+    "dlb_tensor_to_dlpack_versioned": (c_int, _handle, POINTER(POINTER(DLManagedTensorVersioned))),
+    "dlb_tensor_to_dlpack": (c_int, _handle, POINTER(POINTER(DLManagedTensor))),
+    "dlb_tensor_dltensor": (POINTER(DLTensor), _handle),
+    "dlb_tensor_flags": (c_uint64, _handle),
+    "dlb_tensor_is_contiguous": (c_bool, _handle),
+    "dlb_tensor_nbytes": (c_size_t, _handle),
+    "dlb_tensor_retain": (c_void_p, _handle),
+    "dlb_tensor_free": (None, _handle),
+    "dlb_tensor_copy": (c_int, _handle, DLDevice, _out),
+    "dlb_tensor_astype": (c_int, _handle, DLDataType, _out),
+    "dlb_tensor_array_interface": (c_int, _handle, POINTER(ArrayInterface)),
+    "dlb_tensor_from_array_interface": (c_int, POINTER(ArrayInterface), release_fn, c_void_p, _out),
+    "dlb_tensor_copy_from_array_interface": (c_int, POINTER(ArrayInterface), _out),
+    "dlb_cuda_device_count": (c_int, POINTER(c_int32)),
+    "dlb_cuda_stream_wait": (c_int, c_int32, c_uint64, c_uint64),
+    "dlb_cuda_pointer_device": (c_int, c_void_p, POINTER(c_int32)),
+    "dlb_cuda_empty_cache": (c_int,),
+}
+for _name, (_restype, *_argtypes) in C_API.items():
+    _f = getattr(nogil, _name)
+    _f.restype, _f.argtypes = _restype, _argtypes
+
+# The calls the package makes (the caller's objects keep the memory alive
+# while the GIL is released).
+tensor_new = nogil.dlb_tensor_new
+tensor_copy = nogil.dlb_tensor_copy
+tensor_astype = nogil.dlb_tensor_astype
+tensor_copy_from_array_interface = nogil.dlb_tensor_copy_from_array_interface
+tensor_from_array_interface = nogil.dlb_tensor_from_array_interface
+dtype_from_name = nogil.dlb_dtype_from_name
+live_tensor_count = nogil.dlb_live_tensor_count
+cuda_device_count = nogil.dlb_cuda_device_count
+cuda_stream_wait = nogil.dlb_cuda_stream_wait
+cuda_empty_cache = nogil.dlb_cuda_empty_cache
+cuda_pointer_device = nogil.dlb_cuda_pointer_device
+version = nogil.dlb_version().decode()
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(lib, name)
     f.restype = restype
     f.argtypes = argtypes
     return f
 
-
-# C API (status-returning functions return int: 0 is DLB_OK).
-# Long work, without the GIL (the caller's objects keep the memory alive).
-tensor_new = _fn("dlb_tensor_new", c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_void_p),
-                 release_gil=True)
-tensor_copy = _fn("dlb_tensor_copy", c_int, c_void_p, DLDevice, POINTER(c_void_p), release_gil=True)
-tensor_astype = _fn("dlb_tensor_astype", c_int, c_void_p, DLDataType, POINTER(c_void_p), release_gil=True)
-tensor_copy_from_array_interface = _fn(
-    "dlb_tensor_copy_from_array_interface", c_int, POINTER(ArrayInterface), POINTER(c_void_p), release_gil=True
-)
-tensor_free = _fn("dlb_tensor_free", None, c_void_p)
-tensor_from_array_interface = _fn(
-    "dlb_tensor_from_array_interface", c_int, POINTER(ArrayInterface), c_void_p, c_void_p, POINTER(c_void_p)
-)
-dtype_from_name = _fn("dlb_dtype_from_name", c_int, c_char_p, POINTER(DLDataType))
-live_tensor_count = _fn("dlb_live_tensor_count", c_size_t)
-cuda_device_count = _fn("dlb_cuda_device_count", c_int, POINTER(c_int32), release_gil=True)
-cuda_stream_wait = _fn("dlb_cuda_stream_wait", c_int, c_int32, c_uint64, c_uint64, release_gil=True)
-cuda_empty_cache = _fn("dlb_cuda_empty_cache", c_int, release_gil=True)
-cuda_pointer_device = _fn("dlb_cuda_pointer_device", c_int, c_void_p, POINTER(c_int32), release_gil=True)
-version = _fn("dlb_version", c_char_p)().decode()
 
 # Python entry points: NULL results come with a Python exception set.
 # A Tensor's handle lives in a "handle capsule" whose C destructor frees it.
@@ -127,7 +187,8 @@ array_interface = _fn("dlb_py_array_interface", py_object, py_object)
 info = _fn("dlb_py_info", py_object, py_object)
 raise_last = _fn("dlb_py_raise_last", py_object)
 set_void_resolver = _fn("dlb_py_set_void_resolver", None, py_object)
-decref_callback = ctypes.cast(lib.dlb_py_decref, c_void_p).value
+# The release callback that drops one reference to a Python object (with the GIL).
+decref_release = release_fn(ctypes.cast(lib.dlb_py_decref, c_void_p).value)
 
 # Private function objects: setting argtypes on the shared
 # ctypes.pythonapi.Py_IncRef would change it for every other module too.

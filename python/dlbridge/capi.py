@@ -20,8 +20,7 @@ C API and back out as a ``Tensor``::
 from __future__ import annotations
 
 import ctypes
-from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_int32, c_int64, c_size_t
-from ctypes import c_uint32, c_uint64, c_void_p, py_object
+from ctypes import POINTER, c_char_p, c_int, c_void_p, py_object
 from typing import Any
 
 from . import _lib
@@ -31,75 +30,20 @@ __all__ = ["lib", "path", "DLDevice", "DLDataType", "DLTensor", "DLPackVersion",
            "take_capsule", "to_tensor"]
 
 path = _lib.path
-#: The library, through CDLL: its calls release the GIL.
-lib = ctypes.CDLL(path)
+#: The library, through CDLL: its calls release the GIL. Every public
+#: function is declared (the table is `_lib.C_API`, which the package uses too).
+lib = _lib.nogil
+_DECLARATIONS = _lib.C_API
 
 DLDevice = _lib.DLDevice
 DLDataType = _lib.DLDataType
+DLTensor = _lib.DLTensor
+DLPackVersion = _lib.DLPackVersion
+DLManagedTensor = _lib.DLManagedTensor
+DLManagedTensorVersioned = _lib.DLManagedTensorVersioned
 dlb_array_interface = _lib.ArrayInterface
-
-
-class DLPackVersion(Structure):
-    _fields_ = [("major", c_uint32), ("minor", c_uint32)]
-
-
-class DLTensor(Structure):
-    _fields_ = [("data", c_void_p), ("device", DLDevice), ("ndim", c_int32), ("dtype", DLDataType),
-                ("shape", POINTER(c_int64)), ("strides", POINTER(c_int64)), ("byte_offset", c_uint64)]
-
-
-class DLManagedTensor(Structure):
-    pass
-
-
-DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
-                            ("deleter", CFUNCTYPE(None, POINTER(DLManagedTensor)))]
-
-
-class DLManagedTensorVersioned(Structure):
-    pass
-
-
-DLManagedTensorVersioned._fields_ = [("version", DLPackVersion), ("manager_ctx", c_void_p),
-                                     ("deleter", CFUNCTYPE(None, POINTER(DLManagedTensorVersioned))),
-                                     ("flags", c_uint64), ("dl_tensor", DLTensor)]
-
 #: ``void (*)(void *ctx)``, the release callback of ``dlb_tensor_wrap``.
-dlb_release_fn = CFUNCTYPE(None, c_void_p)
-
-_handle, _out = c_void_p, POINTER(c_void_p)
-_DECLARATIONS = {
-    "dlb_status_name": (c_char_p, c_int),
-    "dlb_last_error_message": (c_char_p,),
-    "dlb_live_tensor_count": (c_size_t,),
-    "dlb_version": (c_char_p,),
-    "dlb_dtype_from_name": (c_int, c_char_p, POINTER(DLDataType)),
-    "dlb_tensor_new": (c_int, DLDevice, DLDataType, c_int32, POINTER(c_int64), _out),
-    "dlb_tensor_wrap": (c_int, c_void_p, DLDevice, DLDataType, c_int32, POINTER(c_int64), POINTER(c_int64),
-                        c_uint64, c_uint64, dlb_release_fn, c_void_p, _out),
-    "dlb_tensor_from_dlpack_versioned": (c_int, POINTER(DLManagedTensorVersioned), _out),
-    "dlb_tensor_from_dlpack": (c_int, POINTER(DLManagedTensor), _out),
-    "dlb_tensor_to_dlpack_versioned": (c_int, _handle, POINTER(POINTER(DLManagedTensorVersioned))),
-    "dlb_tensor_to_dlpack": (c_int, _handle, POINTER(POINTER(DLManagedTensor))),
-    "dlb_tensor_dltensor": (POINTER(DLTensor), _handle),
-    "dlb_tensor_flags": (c_uint64, _handle),
-    "dlb_tensor_is_contiguous": (c_bool, _handle),
-    "dlb_tensor_nbytes": (c_size_t, _handle),
-    "dlb_tensor_retain": (c_void_p, _handle),
-    "dlb_tensor_free": (None, _handle),
-    "dlb_tensor_copy": (c_int, _handle, DLDevice, _out),
-    "dlb_tensor_astype": (c_int, _handle, DLDataType, _out),
-    "dlb_tensor_array_interface": (c_int, _handle, POINTER(dlb_array_interface)),
-    "dlb_tensor_from_array_interface": (c_int, POINTER(dlb_array_interface), dlb_release_fn, c_void_p, _out),
-    "dlb_tensor_copy_from_array_interface": (c_int, POINTER(dlb_array_interface), _out),
-    "dlb_cuda_device_count": (c_int, POINTER(c_int32)),
-    "dlb_cuda_stream_wait": (c_int, c_int32, c_uint64, c_uint64),
-    "dlb_cuda_pointer_device": (c_int, c_void_p, POINTER(c_int32)),
-    "dlb_cuda_empty_cache": (c_int,),
-}
-for _name, (_restype, *_argtypes) in _DECLARATIONS.items():
-    _f = getattr(lib, _name)
-    _f.restype, _f.argtypes = _restype, _argtypes
+dlb_release_fn = _lib.release_fn
 
 
 def _status_names() -> dict:
