@@ -30,8 +30,11 @@ fn main() {
         fs::read_to_string(&dlpack_types).expect("include/dlpack_types.h.in"),
     ));
 
+    // An allow-list: the public C API is what src/ffi/ exports, and only
+    // that module tree is read (the Python binding's entry points in
+    // src/python/ are not C API, and never reach the header).
     let bindings = cbindgen::Builder::new()
-        .with_crate(&root)
+        .with_src(root.join("src/ffi/mod.rs"))
         .with_config(config)
         .generate()
         .expect("cbindgen failed to generate include/dlbridge.h");

@@ -172,6 +172,49 @@ pub fn element_strides(byte_strides: &[i64], itemsize: usize) -> Result<Dims> {
         .collect()
 }
 
+/// A tensor as an array interface shows it: the one description that every
+/// output form translates (the C struct `dlb_array_interface`, the Python
+/// dict, the `__array_struct__` capsule).
+#[derive(Debug)]
+pub struct Description<'a> {
+    /// Type string: byte order, kind, item size ("<f4"; "<V2" for bfloat16).
+    pub typestr: String,
+    /// Dimensions.
+    pub shape: &'a [i64],
+    /// Strides in bytes (always given).
+    pub byte_strides: &'a [i64],
+    /// Address of the first element; NULL for a tensor without elements.
+    pub data: *mut c_void,
+    /// Whether the memory must not be written.
+    pub readonly: bool,
+    /// Bytes per element.
+    pub itemsize: usize,
+    /// Where the memory is.
+    pub device: Device,
+}
+
+/// The array-interface description of `tensor`, zero copy. Refused: packed
+/// sub-byte data (no byte-sized items) and devices whose data is an opaque
+/// handle, not an address.
+pub fn describe(tensor: &Tensor) -> Result<Description<'_>> {
+    let device = tensor.device();
+    if !device.has_addresses() {
+        bail!(UnsupportedDevice, "the array interface needs addressable memory, not {device}");
+    }
+    let padded = tensor.flags().contains(Flags::SUBBYTE_PADDED);
+    let typestr = typestr(tensor.dtype(), padded)?;
+    let itemsize = tensor.dtype().itemsize(padded).unwrap_or(1);
+    Ok(Description {
+        typestr,
+        shape: tensor.shape(),
+        byte_strides: tensor.byte_strides()?,
+        data: if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() },
+        readonly: tensor.is_readonly(),
+        itemsize,
+        device,
+    })
+}
+
 /// The fields of an array interface (`__array_interface__` or
 /// `__cuda_array_interface__`), not yet trusted.
 #[derive(Clone, Copy, Debug)]

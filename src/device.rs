@@ -81,7 +81,7 @@ impl Device {
 
     /// Memory that the CPU can read and write directly.
     pub fn is_host_accessible(self) -> bool {
-        matches!(self.kind(), Kind::CPU | Kind::CUDAHOST | Kind::ROCMHOST | Kind::CUDAMANAGED)
+        Device::is_host_kind(self.kind())
     }
 
     /// `data` is an address (not an opaque handle such as an OpenCL
@@ -94,6 +94,22 @@ impl Device {
         )
     }
 
+    /// The device type a name stands for ("cpu", "cuda", "cuda_host", ...).
+    pub fn kind_named(name: &str) -> Option<Kind> {
+        NAMES.iter().find(|(_, n)| *n == name).map(|(kind, _)| *kind)
+    }
+
+    /// Every known device type and its name, in DLPack's order.
+    pub fn names() -> &'static [(Kind, &'static str)] {
+        &NAMES
+    }
+
+    /// Whether memory of this device type is readable by the CPU (one
+    /// device per type: its id is 0).
+    pub fn is_host_kind(kind: Kind) -> bool {
+        matches!(kind, Kind::CPU | Kind::CUDAHOST | Kind::ROCMHOST | Kind::CUDAMANAGED)
+    }
+
     /// Parses "cpu", "cuda", "cuda:1", "cuda_host", ... as [`Device`]'s
     /// `Display` writes them.
     pub fn parse(s: &str) -> Result<Device> {
@@ -104,8 +120,8 @@ impl Device {
             },
             None => (s, 0),
         };
-        match NAMES.iter().find(|(_, n)| *n == name) {
-            Some((kind, _)) => Device::target(DLDevice { device_type: *kind, device_id: id }),
+        match Device::kind_named(name) {
+            Some(kind) => Device::target(DLDevice { device_type: kind, device_id: id }),
             None => bail!(InvalidArgument, "unknown device {s:?}"),
         }
     }
@@ -115,7 +131,7 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = NAMES.iter().find(|(k, _)| *k == self.kind()).map_or("?", |(_, n)| n);
         match self.kind() {
-            Kind::CPU | Kind::CUDAHOST | Kind::CUDAMANAGED | Kind::ROCMHOST if self.id() == 0 => f.write_str(name),
+            kind if Device::is_host_kind(kind) && self.id() == 0 => f.write_str(name),
             _ => write!(f, "{name}:{}", self.id()),
         }
     }

@@ -154,9 +154,23 @@ impl DType {
         self.to_string()
     }
 
-    /// The type a name from [`DType::name`] stands for.
+    /// Whether NumPy itself lacks this type (bfloat16, FP8, FP6, FP4): it
+    /// reaches NumPy through ml_dtypes, under the same name.
+    pub fn needs_ml_dtypes(self) -> bool {
+        self.0.lanes == 1 && (self == DType::BFLOAT16 || SMALL_FLOATS.iter().any(|(n, _)| *n == self.name()))
+    }
+
+    /// The names of the types NumPy lacks (see [`DType::needs_ml_dtypes`]).
+    pub fn ml_dtypes_names() -> impl Iterator<Item = &'static str> {
+        std::iter::once("bfloat16").chain(SMALL_FLOATS.iter().map(|(n, _)| *n))
+    }
+
+    /// The type a name stands for: a name from [`DType::name`] ("float32",
+    /// "bfloat16", "float32x4"), or NumPy's spellings of its own types: a
+    /// type string in native byte order ("f4", "<i8", "|b1") or a one-letter
+    /// code ("f", "d", "?", ...).
     pub fn from_name(name: &str) -> Result<DType> {
-        if let Some(t) = scalar_from_name(name) {
+        if let Some(t) = scalar_from_name(name).or_else(|| numpy_spelling(name)) {
             return Ok(t);
         }
         let vector = name.rsplit_once('x').and_then(|(base, lanes)| {
@@ -168,6 +182,30 @@ impl DType {
             None => bail!(InvalidArgument, "unknown dtype name {name:?}"),
         }
     }
+}
+
+/// NumPy's spellings of its types (typestrs and one-letter codes, on a
+/// 64-bit little- or big-endian host: `l` is 64 bits).
+fn numpy_spelling(name: &str) -> Option<DType> {
+    let letter = match name {
+        "?" => Some(DType::BOOL),
+        "b" => Some(DType::INT8),
+        "B" => Some(DType::UINT8),
+        "h" => Some(DType::INT16),
+        "H" => Some(DType::UINT16),
+        "i" => Some(DType::INT32),
+        "I" => Some(DType::UINT32),
+        "l" | "q" => Some(DType::INT64),
+        "L" | "Q" => Some(DType::UINT64),
+        "e" => Some(DType::FLOAT16),
+        "f" => Some(DType::FLOAT32),
+        "d" => Some(DType::FLOAT64),
+        "F" => Some(DType::COMPLEX64),
+        "D" => Some(DType::COMPLEX128),
+        _ => None,
+    };
+    // A typestr has a kind and a size; "V" (raw bytes) names no type alone.
+    letter.or_else(|| crate::array_interface::parse_typestr(name, None).ok())
 }
 
 fn scalar_from_name(name: &str) -> Option<DType> {

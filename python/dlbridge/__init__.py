@@ -16,111 +16,18 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import _lib
-from ._tensor import _ML_DTYPES, Tensor, _adopt, _wrap, copy_flag, dtype_of, parse_device
+from ._tensor import ML_DTYPES, Tensor, _adopt, copy_flag, dtype_of, parse_device
 
 __all__ = ["Tensor", "from_dlpack", "asarray", "zeros", "live_tensor_count", "cuda_device_count",
            "cuda_empty_cache", "__version__"]
 __version__ = _lib.version
 
 _CapsuleType = type(_datetime.datetime_CAPI)
-_MAX_VERSION = (1, 3)
-_from_capsule = _lib.from_capsule
 
-
-def from_dlpack(x: Any, *, device: Any = None, copy: Optional[bool] = None) -> Tensor:
-    """A ``Tensor`` over the memory of any DLPack producer (NumPy, PyTorch,
-    JAX, CuPy, ...) or of a raw DLPack capsule, zero copy.
-
-    Asks for a versioned capsule (``max_version=(1, 3)``) and falls back to
-    a keyword-less ``__dlpack__()`` for older producers. ``device`` asks the
-    producer for a copy on that device; ``copy=True`` / ``False`` is passed
-    on (always / never copy). A capsule can be consumed once.
-    """
-    copy = copy_flag(copy)
-    target = None if device is None else parse_device(device)
-    if type(x) is _CapsuleType:
-        return _honour(_wrap(_from_capsule(x)), target, copy)
-    try:
-        dlpack = x.__dlpack__
-    except AttributeError:
-        raise TypeError(f"{type(x).__name__} does not support DLPack (no __dlpack__)") from None
-    stream = None if type(x) in _HOST_TYPES else _consumer_stream(x)
-    if target is None and copy is None and stream is None:
-        try:
-            capsule = dlpack(max_version=_MAX_VERSION)
-        except TypeError as e:
-            if type(e) is not TypeError:
-                raise  # a producer's own refusal, not an old signature
-            capsule = dlpack()  # a producer older than DLPack 1.0 keywords
-        return _wrap(_from_capsule(capsule))
-    kwargs = {"max_version": _MAX_VERSION}
-    if stream is not None:
-        kwargs["stream"] = stream
-    if copy is not None:
-        kwargs["copy"] = copy
-    if target is not None:
-        kwargs["dl_device"] = target
-    try:
-        capsule = dlpack(**kwargs)
-    except TypeError as e:
-        if type(e) is not TypeError:
-            raise  # a producer's own refusal (pyarrow's ArrowTypeError), not an old signature
-        # An old producer: take what it has, then honour the request here.
-        old = dlpack() if stream is None else dlpack(stream=stream)
-        return _honour(_wrap(_from_capsule(old)), target, copy)
-    except (BufferError, NotImplementedError):
-        # NotImplementedError: PaddlePaddle's way of refusing a device.
-        if target is None:
-            raise
-        # The producer cannot put its data on that device: take it where it
-        # is, then move it (or refuse: copy=False) here.
-        del kwargs["dl_device"]
-        if copy:
-            del kwargs["copy"]  # the move is the copy
-        return _honour(_wrap(_from_capsule(dlpack(**kwargs))), target, copy)
-    return _wrap(_from_capsule(capsule))
-
-
-# Types whose tensors always live in host memory: from_dlpack skips asking
-# them for their device (filled as they are seen: NumPy's arrays).
-_HOST_TYPES: set = set()
-# kDLCUDA and kDLCUDAManaged: the legacy default stream (1); kDLROCM: its default stream (0).
-_STREAM_TO_ASK = {2: 1, 13: 1, 10: 0}
-
-
-def _consumer_stream(x: Any) -> Optional[int]:
-    """The stream to pass to ``x.__dlpack__``: dlbridge orders its CUDA work
-    on the legacy default stream, so a CUDA producer is asked to make its
-    pending work visible there (the spec's stream=1); None elsewhere."""
-    try:
-        device_type = x.__dlpack_device__()[0]
-    except AttributeError:
-        return None  # an old producer without __dlpack_device__: nothing to ask
-    if device_type == 1 and type(x).__module__ == "numpy":
-        _HOST_TYPES.add(type(x))
-        _lib.add_host_type(type(x))
-    return _STREAM_TO_ASK.get(int(device_type))
-
-
-# The plain calls (a capsule, or a NumPy array, with no device or copy
-# request) are answered by a builtin written in C; it hands every other call
-# to the Python function above, with the same arguments.
-_from_dlpack_python = from_dlpack
-from_dlpack = _lib.from_dlpack_function(Tensor, _from_dlpack_python)  # noqa: F811
-
-
-def _honour(t: Tensor, target: Optional[tuple], copy: Optional[bool]) -> Tensor:
-    """Applies from_dlpack's device / copy request to a tensor the producer
-    handed over as it was (a raw capsule, or a producer that could not).
-    Whatever stands in the way of the device request is a BufferError."""
-    if target is not None and target != t.__dlpack_device__():
-        if copy is False:
-            raise BufferError(f"moving a {t.device} tensor to device {target} needs a copy, and copy=False forbids it")
-        try:
-            return t.to_device(target)
-        except (BufferError, RuntimeError) as e:
-            raise BufferError(f"cannot move a {t.device} tensor to device {target}: {e}") from None
-    return t.copy() if copy else t
+#: from_dlpack(x, /, *, device=None, copy=None): written in the library
+#: (src/python/module.rs), as every protocol is; its docstring says the rules.
+from_dlpack = _lib.native["from_dlpack"]
+_from_buffer = _lib.native["from_buffer"]
 
 
 def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
@@ -171,7 +78,7 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
                 return asarray(result, copy=copy)
             raise TypeError(f"cannot share memory with {type(x).__name__}: it has no __dlpack__, "
                             "__array_interface__, buffer or __array__") from None
-        t = _wrap(_lib.from_buffer(x))
+        t = _from_buffer(x)
     return t.copy() if copy else t
 
 
@@ -258,8 +165,8 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
     # ml_dtypes arrays say "<V2", "<V1" or even "<f1" (NumPy's dtype.name is slow: only asked then).
     vague = kind == b"V" or typestr[-2:] == b"f1"
     name = getattr(getattr(owner, "dtype", None), "name", None) if vague else None
-    if name in _ML_DTYPES:
-        _lib.check(_lib.dtype_from_name(name.encode(), ctypes.byref(c.dtype)))
+    if name in ML_DTYPES:
+        c.dtype = dtype_of(name)
     if cuda:
         device = ctypes.c_int32(0)
         if c.data:  # zero-size arrays may say 0: they stay on device 0

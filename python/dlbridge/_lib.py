@@ -1,10 +1,10 @@
 """Loads libdlbridge with ctypes and declares its functions, once.
 
-The library is loaded as ``ctypes.PyDLL``: the GIL stays held during calls,
-which the Python-facing entry points (``dlb_py_*``) need, since they build
-capsules, dicts and tuples through the CPython API. The library resolves
-that API itself, by name, from this interpreter (``dlb_py_init``); errors
-come back as ordinary Python exceptions.
+Two handles on one library: ``nogil`` (``ctypes.CDLL``: calls release the
+GIL) for the public C API, and ``lib`` (``ctypes.PyDLL``) for the two calls
+that set up the library's Python namespace (``native``): the ``Tensor``
+base type and the functions written against the CPython API, which the
+library resolves by name from this interpreter.
 """
 
 from __future__ import annotations
@@ -38,16 +38,20 @@ _check_interpreter()
 
 
 def _library_path() -> str:
-    here = pathlib.Path(__file__).resolve().parent
-    bundled = sorted(here.glob("libdlbridge*.so")) + sorted(here.glob("libdlbridge*.dylib"))
-    if bundled:
-        return str(bundled[0])
+    """DLBRIDGE_LIBRARY when set; in a source checkout, the library cargo
+    builds there (so `pip install -e .` leaves no copy in the package that
+    would shadow later builds); else the library the wheel bundles."""
     env = os.environ.get("DLBRIDGE_LIBRARY")
     if env:
         return env
-    in_repo = here.parent.parent / "target" / "release" / "libdlbridge.so"
-    if in_repo.is_file():
-        return str(in_repo)
+    here = pathlib.Path(__file__).resolve().parent
+    checkout = here.parent.parent
+    built = checkout / "target" / "release" / "libdlbridge.so"
+    if (checkout / "Cargo.toml").is_file() and built.is_file():
+        return str(built)
+    bundled = sorted(here.glob("libdlbridge*.so")) + sorted(here.glob("libdlbridge*.dylib"))
+    if bundled:
+        return str(bundled[0])
     raise ImportError(
         "libdlbridge not found: install the package (pip install .), set DLBRIDGE_LIBRARY "
         "to the library's path, or run `cargo build --release` in the repository"
@@ -153,11 +157,8 @@ for _name, (_restype, *_argtypes) in C_API.items():
 # The calls the package makes (the caller's objects keep the memory alive
 # while the GIL is released).
 tensor_new = nogil.dlb_tensor_new
-tensor_copy = nogil.dlb_tensor_copy
-tensor_astype = nogil.dlb_tensor_astype
 tensor_copy_from_array_interface = nogil.dlb_tensor_copy_from_array_interface
 tensor_from_array_interface = nogil.dlb_tensor_from_array_interface
-dtype_from_name = nogil.dlb_dtype_from_name
 live_tensor_count = nogil.dlb_live_tensor_count
 cuda_device_count = nogil.dlb_cuda_device_count
 cuda_stream_wait = nogil.dlb_cuda_stream_wait
@@ -165,49 +166,34 @@ cuda_empty_cache = nogil.dlb_cuda_empty_cache
 cuda_pointer_device = nogil.dlb_cuda_pointer_device
 version = nogil.dlb_version().decode()
 
-
-def _fn(name, restype, *argtypes):
-    f = getattr(lib, name)
-    f.restype = restype
-    f.argtypes = argtypes
-    return f
-
-
-# Python entry points: NULL results come with a Python exception set.
-# A Tensor's handle lives in a "handle capsule" whose C destructor frees it.
-from_capsule = _fn("dlb_py_from_capsule", py_object, py_object)
-from_buffer = _fn("dlb_py_from_buffer", py_object, py_object)
-own = _fn("dlb_py_own", py_object, c_void_p)
-handle = _fn("dlb_py_handle", c_void_p, py_object)
-to_capsule = _fn("dlb_py_to_capsule", py_object, py_object, c_bool, c_bool)
-methods = _fn("dlb_py_methods", py_object, py_object, py_object, py_object)
-from_dlpack_function = _fn("dlb_py_from_dlpack_function", py_object, py_object, py_object)
-add_host_type = _fn("dlb_py_add_host_type", None, py_object)
-array_interface = _fn("dlb_py_array_interface", py_object, py_object)
-info = _fn("dlb_py_info", py_object, py_object)
-raise_last = _fn("dlb_py_raise_last", py_object)
-set_void_resolver = _fn("dlb_py_set_void_resolver", None, py_object)
-# The release callback that drops one reference to a Python object (with the GIL).
-decref_release = release_fn(ctypes.cast(lib.dlb_py_decref, c_void_p).value)
-
 # Private function objects: setting argtypes on the shared
 # ctypes.pythonapi.Py_IncRef would change it for every other module too.
 incref = ctypes.PYFUNCTYPE(None, py_object)(("Py_IncRef", ctypes.pythonapi))
 decref = ctypes.PYFUNCTYPE(None, py_object)(("Py_DecRef", ctypes.pythonapi))
 
 
+def _native() -> dict:
+    """The library's Python namespace (src/python/module.rs): the Tensor
+    base type, from_dlpack, and the rules and tables the package uses. The
+    library first resolves the CPython functions it calls, by name, from
+    this interpreter (the table is in src/python/api.rs)."""
+    init = lib.dlb_py_init
+    init.restype, init.argtypes = c_int, []
+    if init():
+        message = nogil.dlb_last_error_message().decode(errors="replace")
+        raise ImportError(f"dlbridge cannot use this Python: {message}")
+    module = lib.dlb_py_module
+    module.restype, module.argtypes = py_object, []
+    return module()
+
+
+native = _native()
+#: The release callback that drops one reference to a Python object (with the GIL).
+decref_release = release_fn(native["decref_release"])
+raise_last = native["raise_last"]
+
+
 def check(status: int) -> None:
     """Raises the exception for a failed C-API call (BufferError, ValueError, ...)."""
     if status:
         raise_last()
-
-
-def _register() -> None:
-    """Has the library resolve the CPython functions it calls, by name, from
-    this interpreter (the table is in src/python/api.rs)."""
-    if _fn("dlb_py_init", c_int)():
-        message = _fn("dlb_last_error_message", c_char_p)().decode(errors="replace")
-        raise ImportError(f"dlbridge cannot use this Python: {message}")
-
-
-_register()

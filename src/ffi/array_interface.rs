@@ -65,26 +65,21 @@ pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *
         // SAFETY: `t` is a live handle by contract.
         let tensor = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        if !tensor.device().has_addresses() {
-            bail!(UnsupportedDevice, "the array interface needs addressable memory, not {}", tensor.device());
-        }
-        let padded = tensor.flags().contains(crate::tensor::Flags::SUBBYTE_PADDED);
-        let text = array_interface::typestr(tensor.dtype(), padded)?;
+        let d = array_interface::describe(&tensor)?;
         let mut typestr = [0 as c_char; 8];
-        for (dst, src) in typestr.iter_mut().zip(text.bytes()) {
+        for (dst, src) in typestr.iter_mut().zip(d.typestr.bytes()) {
             *dst = src as c_char;
         }
-        let strides = tensor.byte_strides()?;
         let ai = dlb_array_interface {
             version: VERSION,
-            ndim: tensor.ndim() as i32,
+            ndim: d.shape.len() as i32,
             typestr,
-            shape: tensor.shape().as_ptr(),
-            strides: strides.as_ptr(),
-            data: if tensor.numel() == 0 { std::ptr::null_mut() } else { tensor.data() },
-            readonly: u8::from(tensor.is_readonly()),
+            shape: d.shape.as_ptr(),
+            strides: d.byte_strides.as_ptr(),
+            data: d.data,
+            readonly: u8::from(d.readonly),
             dtype: tensor.dtype().raw(),
-            device: tensor.device().raw(),
+            device: d.device.raw(),
         };
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(ai) };

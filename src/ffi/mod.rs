@@ -8,6 +8,5 @@
 pub mod array_interface;
 pub mod cuda;
 pub mod guard;
-pub mod python;
 pub mod status;
 pub mod tensor;

@@ -7,7 +7,7 @@
 //! its C signature and every builtin object: adding one is one line, and a
 //! name the interpreter lacks is an ImportError that says which.
 
-use std::ffi::{CStr, c_char, c_int, c_longlong, c_ulonglong, c_void};
+use std::ffi::{CStr, c_char, c_int, c_longlong, c_ulong, c_ulonglong, c_void};
 use std::sync::OnceLock;
 
 use crate::error::{Error, ErrorKind, Result, bail};
@@ -74,6 +74,48 @@ pub struct PyGetSetDef {
 // SAFETY: static, immutable data (pointers to static strings and a function).
 unsafe impl Sync for PyGetSetDef {}
 
+/// CPython's `PyType_Slot` (stable ABI): a slot id from `typeslots.h`.
+#[repr(C)]
+pub struct PyTypeSlot {
+    /// The slot id (`Py_tp_dealloc`, ...).
+    pub slot: c_int,
+    /// The function or table for it.
+    pub pfunc: *mut c_void,
+}
+
+/// CPython's `PyType_Spec` (stable ABI).
+#[repr(C)]
+pub struct PyTypeSpec {
+    /// "module.Name".
+    pub name: *const c_char,
+    /// Bytes of an instance.
+    pub basicsize: c_int,
+    /// Bytes per item (variable-size objects; 0 here).
+    pub itemsize: c_int,
+    /// `Py_TPFLAGS_*`.
+    pub flags: std::ffi::c_uint,
+    /// Slots, ending with a zeroed one.
+    pub slots: *mut PyTypeSlot,
+}
+
+/// CPython's `PyMemberDef` (stable ABI).
+#[repr(C)]
+pub struct PyMemberDef {
+    /// The member's name.
+    pub name: *const c_char,
+    /// `T_*` type code.
+    pub kind: c_int,
+    /// Offset in the instance.
+    pub offset: isize,
+    /// `READONLY` and friends.
+    pub flags: c_int,
+    /// The docstring.
+    pub doc: *const c_char,
+}
+
+// SAFETY: static, immutable data (pointers to static strings).
+unsafe impl Sync for PyMemberDef {}
+
 /// `METH_FASTCALL | METH_KEYWORDS`.
 pub const METH_FASTCALL_KEYWORDS: c_int = 0x0080 | 0x0002;
 /// `METH_NOARGS`: `PyObject *(*)(PyObject *self, PyObject *unused)`.
@@ -94,6 +136,8 @@ pub enum Exc {
     Runtime,
     /// AttributeError (what a missing protocol attribute raises).
     Attribute,
+    /// NotImplementedError (how some producers refuse a device).
+    NotImplemented,
 }
 
 /// Declares `Api` and `Api::resolve`, from one list: for each function its
@@ -162,46 +206,57 @@ python_api! {
         capsule_is_valid: "PyCapsule_IsValid" => fn(Obj, *const c_char) -> c_int;
         capsule_set_name: "PyCapsule_SetName" => fn(Obj, *const c_char) -> c_int;
         err_set_string: "PyErr_SetString" => fn(Obj, *const c_char);
+        err_occurred: "PyErr_Occurred" => fn() -> Obj;
+        err_matches: "PyErr_ExceptionMatches" => fn(Obj) -> c_int;
+        err_clear: "PyErr_Clear" => fn();
         incref: "Py_IncRef" => fn(Obj);
         decref: "Py_DecRef" => fn(Obj);
         gil_ensure: "PyGILState_Ensure" => fn() -> c_int;
         gil_release: "PyGILState_Release" => fn(c_int);
+        save_thread: "PyEval_SaveThread" => fn() -> *mut c_void;
+        restore_thread: "PyEval_RestoreThread" => fn(*mut c_void);
         // 3.11 and 3.12 spell it with an underscore.
         is_finalizing: "Py_IsFinalizing" | "_Py_IsFinalizing" => fn() -> c_int;
+        interpreter: "PyInterpreterState_Get" => fn() -> *mut c_void;
+        main_interpreter: "PyInterpreterState_Main" => fn() -> *mut c_void;
         get_buffer: "PyObject_GetBuffer" => fn(Obj, *mut PyBuffer, c_int) -> c_int;
         buffer_release: "PyBuffer_Release" => fn(*mut PyBuffer);
         dict_new: "PyDict_New" => fn() -> Obj;
         dict_set_item_string: "PyDict_SetItemString" => fn(Obj, *const c_char, Obj) -> c_int;
         tuple_new: "PyTuple_New" => fn(isize) -> Obj;
         tuple_set_item: "PyTuple_SetItem" => fn(Obj, isize, Obj) -> c_int;
-        long_from_long_long: "PyLong_FromLongLong" => fn(c_longlong) -> Obj;
-        long_from_unsigned_long_long: "PyLong_FromUnsignedLongLong" => fn(c_ulonglong) -> Obj;
-        unicode_from_string: "PyUnicode_FromString" => fn(*const c_char) -> Obj;
-        descr_new_method: "PyDescr_NewMethod" => fn(Obj, *const PyMethodDef) -> Obj;
-        get_attr: "PyObject_GetAttr" => fn(Obj, Obj) -> Obj;
-        intern: "PyUnicode_InternFromString" => fn(*const c_char) -> Obj;
-        vectorcall_method: "PyObject_VectorcallMethod" => fn(Obj, *const Obj, usize, Obj) -> Obj;
         tuple_size: "PyTuple_Size" => fn(Obj) -> isize;
         tuple_get_item: "PyTuple_GetItem" => fn(Obj, isize) -> Obj;
-        long_as_long: "PyLong_AsLong" => fn(Obj) -> std::ffi::c_long;
-        unicode_eq_ascii: "PyUnicode_CompareWithASCIIString" => fn(Obj, *const c_char) -> c_int;
+        sequence_tuple: "PySequence_Tuple" => fn(Obj) -> Obj;
+        sequence_get_item: "PySequence_GetItem" => fn(Obj, isize) -> Obj;
+        long_from_long_long: "PyLong_FromLongLong" => fn(c_longlong) -> Obj;
+        long_from_unsigned_long_long: "PyLong_FromUnsignedLongLong" => fn(c_ulonglong) -> Obj;
+        long_as_long_long_and_overflow: "PyLong_AsLongLongAndOverflow" => fn(Obj, *mut c_int) -> c_longlong;
+        long_as_unsigned_long_long: "PyLong_AsUnsignedLongLong" => fn(Obj) -> c_ulonglong;
+        number_index: "PyNumber_Index" => fn(Obj) -> Obj;
+        is_true: "PyObject_IsTrue" => fn(Obj) -> c_int;
+        unicode_from_string_and_size: "PyUnicode_FromStringAndSize" => fn(*const c_char, isize) -> Obj;
         unicode_as_utf8: "PyUnicode_AsUTF8AndSize" => fn(Obj, *mut isize) -> *const c_char;
-        err_clear: "PyErr_Clear" => fn();
-        type_of: "PyObject_Type" => fn(Obj) -> Obj;
-        cfunction_new: "PyCFunction_NewEx" => fn(*const PyMethodDef, Obj, Obj) -> Obj;
-        generic_alloc: "PyType_GenericAlloc" => fn(Obj, isize) -> Obj;
-        set_attr: "PyObject_SetAttr" => fn(Obj, Obj, Obj) -> c_int;
+        repr: "PyObject_Repr" => fn(Obj) -> Obj;
+        get_attr: "PyObject_GetAttr" => fn(Obj, Obj) -> Obj;
+        get_attr_string: "PyObject_GetAttrString" => fn(Obj, *const c_char) -> Obj;
+        intern: "PyUnicode_InternFromString" => fn(*const c_char) -> Obj;
         vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;
-        descr_new_getset: "PyDescr_NewGetSet" => fn(Obj, *const PyGetSetDef) -> Obj;
-        interpreter: "PyInterpreterState_Get" => fn() -> *mut c_void;
-        main_interpreter: "PyInterpreterState_Main" => fn() -> *mut c_void;
-        save_thread: "PyEval_SaveThread" => fn() -> *mut c_void;
-        restore_thread: "PyEval_RestoreThread" => fn(*mut c_void);
+        vectorcall_method: "PyObject_VectorcallMethod" => fn(Obj, *const Obj, usize, Obj) -> Obj;
+        cfunction_new: "PyCFunction_NewEx" => fn(*const PyMethodDef, Obj, Obj) -> Obj;
+        type_from_spec: "PyType_FromSpec" => fn(*mut PyTypeSpec) -> Obj;
+        type_get_slot: "PyType_GetSlot" => fn(Obj, c_int) -> *mut c_void;
+        type_get_flags: "PyType_GetFlags" => fn(Obj) -> c_ulong;
+        type_is_subtype: "PyType_IsSubtype" => fn(Obj, Obj) -> c_int;
+        clear_weakrefs: "PyObject_ClearWeakRefs" => fn(Obj);
     }
     objects {
         none: "_Py_NoneStruct";
         true_: "_Py_TrueStruct";
         false_: "_Py_FalseStruct";
+        int_type: "PyLong_Type";
+        tuple_type: "PyTuple_Type";
+        capsule_type: "PyCapsule_Type";
     }
     pointers {
         buffer_error: "PyExc_BufferError";
@@ -210,6 +265,7 @@ python_api! {
         memory_error: "PyExc_MemoryError";
         runtime_error: "PyExc_RuntimeError";
         attribute_error: "PyExc_AttributeError";
+        not_implemented_error: "PyExc_NotImplementedError";
     }
 }
 
@@ -295,17 +351,23 @@ impl Api {
     /// # Safety
     /// The GIL must be held.
     pub unsafe fn raise_as(&self, exc: Exc, message: &str) {
-        let exc = match exc {
+        let exc = self.exception(exc);
+        let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: GIL held by contract; `exc` is a registered builtin.
+        unsafe { (self.err_set_string)(exc, text.as_ptr()) }
+    }
+
+    /// The builtin exception class.
+    pub fn exception(&self, exc: Exc) -> Obj {
+        match exc {
             Exc::Buffer => self.buffer_error,
             Exc::Type => self.type_error,
             Exc::Value => self.value_error,
             Exc::Memory => self.memory_error,
             Exc::Runtime => self.runtime_error,
             Exc::Attribute => self.attribute_error,
-        };
-        let text = std::ffi::CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-        // SAFETY: GIL held by contract; `exc` is a registered builtin.
-        unsafe { (self.err_set_string)(exc, text.as_ptr()) }
+            Exc::NotImplemented => self.not_implemented_error,
+        }
     }
 
     /// Runs `body` with the GIL held, unless the interpreter is finalizing

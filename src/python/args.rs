@@ -1,0 +1,236 @@
+//! Arguments from Python, checked once for every entry point: keyword
+//! parsing for vectorcall functions, and the rules for `copy`, devices,
+//! dtypes and streams.
+
+use dlpark::ffi::{DLDevice, DLDeviceType};
+
+use super::api::{Exc, Obj};
+use super::object::{Py, PyResult, Ref};
+use crate::device::Device;
+use crate::dtype::DType;
+
+/// The arguments CPython passes to a `METH_FASTCALL | METH_KEYWORDS`
+/// function: positional values, then one value per name of `kwnames`.
+pub struct Call<'a> {
+    /// Positional values.
+    pub positional: Vec<Ref<'a>>,
+    /// (name, value) of each keyword.
+    pub keywords: Vec<(Ref<'a>, Ref<'a>)>,
+}
+
+impl<'a> Call<'a> {
+    /// Reads a vectorcall.
+    ///
+    /// # Safety
+    /// As CPython passes them: `args` holds `nargs` positional values, then
+    /// one per item of `kwnames` (NULL or a tuple of str), alive for `'a`.
+    pub unsafe fn new(py: Py<'_>, args: *const Obj, nargs: isize, kwnames: Obj) -> Call<'a> {
+        // SAFETY: by contract.
+        unsafe {
+            let names = Ref::from_ptr(kwnames).map(|k| py.tuple_items(k)).unwrap_or_default();
+            let count = nargs as usize + names.len();
+            let values: &[Obj] = if count == 0 { &[] } else { std::slice::from_raw_parts(args, count) };
+            let value = |o: Obj| Ref::from_ptr(o).expect("CPython passes no NULL argument");
+            Call {
+                positional: values[..nargs as usize].iter().map(|o| value(*o)).collect(),
+                keywords: names.into_iter().zip(values[nargs as usize..].iter().map(|o| value(*o))).collect(),
+            }
+        }
+    }
+
+    /// The values of `names` (keywords; the first `positional` of them may
+    /// also come by position), as Python would bind them for
+    /// `function(a, b, /, *, c, d)`: too many positional arguments, an
+    /// unknown keyword and a value given twice are TypeErrors. None: absent.
+    pub fn bind<const N: usize>(
+        &self,
+        py: Py<'_>,
+        function: &str,
+        positional: usize,
+        names: [&str; N],
+    ) -> PyResult<[Option<Ref<'a>>; N]> {
+        let mut out = [None; N];
+        if self.positional.len() > positional {
+            let message = format!(
+                "{function}() takes {positional} positional argument{} but {} were given",
+                if positional == 1 { "" } else { "s" },
+                self.positional.len()
+            );
+            return Err(py.raise(Exc::Type, &message));
+        }
+        for (slot, value) in out.iter_mut().zip(&self.positional) {
+            *slot = Some(*value);
+        }
+        for (name, value) in &self.keywords {
+            let name = py.utf8(*name)?;
+            let Some(i) = names.iter().position(|n| *n == name) else {
+                let message = format!("{function}() got an unexpected keyword argument '{name}'");
+                return Err(py.raise(Exc::Type, &message));
+            };
+            if out[i].is_some() {
+                return Err(py.raise(Exc::Type, &format!("{function}() got multiple values for argument '{name}'")));
+            }
+            out[i] = Some(*value);
+        }
+        Ok(out)
+    }
+}
+
+/// A `copy` argument as None / True / False, with NumPy's rule: None, or
+/// any value by its truth (`np.True_`, 1, a 0-d array); strings and bytes
+/// are a ValueError, and so is a value without a truth (an array of several
+/// elements).
+pub fn copy_flag(py: Py<'_>, copy: Option<Ref<'_>>) -> PyResult<Option<bool>> {
+    let Some(copy) = copy.filter(|c| !py.is_none(*c)) else { return Ok(None) };
+    if py.is_str(copy) || py.is_bytes(copy) {
+        let message = format!("copy must be True, False or None, not the string {}", py.repr(copy));
+        return Err(py.raise(Exc::Value, &message));
+    }
+    py.truth(copy).map(Some).map_err(|raised| {
+        if py.error_matches(Exc::Value) || py.error_matches(Exc::Type) {
+            py.clear_error();
+            return py.raise(Exc::Value, "copy must be True, False or None: its truth value is ambiguous");
+        }
+        raised
+    })
+}
+
+/// A device number: an integer (not a bool) in 0 .. 2**31 - 1.
+fn device_int(py: Py<'_>, value: Ref<'_>, what: &str) -> PyResult<i32> {
+    if py.is_bool(value) {
+        return Err(py.raise(Exc::Value, &format!("{what} must be an integer, not a bool")));
+    }
+    let v = py.index(value).map_err(|_| {
+        py.clear_error();
+        py.raise(Exc::Value, &format!("{what} must be an integer, not {}", py.type_name(value)))
+    })?;
+    match v.and_then(|v| i32::try_from(v).ok()).filter(|v| *v >= 0) {
+        Some(v) => Ok(v),
+        None => Err(py.raise(Exc::Value, &format!("{what} {} is out of range (0 to 2**31 - 1)", py.repr(value)))),
+    }
+}
+
+/// A device as (device_type, device_id) from "cpu", "cuda:1", a (type, id)
+/// pair, or an object with `__dlpack_device__`. Malformed or out-of-range
+/// values are a ValueError; a host device's id may be None (PaddlePaddle's
+/// `(1, None)`) and reads as 0. Whether the device exists is checked where
+/// it is used (BufferError there).
+pub fn device(py: Py<'_>, value: Ref<'_>) -> PyResult<DLDevice> {
+    let mut held = None;
+    let mut value = value;
+    if !py.is_tuple(value) && !py.is_str(value) {
+        match py.getattr_str(value, c"__dlpack_device__") {
+            Ok(method) => {
+                let answer = py.call(method.as_ref(), &[], None)?;
+                let answer = if py.is_tuple(answer.as_ref()) { answer } else { py.to_tuple(answer.as_ref())? };
+                held = Some(answer);
+            }
+            Err(raised) if !py.error_matches(Exc::Attribute) => return Err(raised),
+            Err(_) => py.clear_error(),
+        }
+    }
+    if let Some(answer) = &held {
+        value = answer.as_ref();
+    }
+    if py.is_tuple(value) {
+        let items = py.tuple_items(value);
+        if let [kind, id] = items[..] {
+            let kind = device_int(py, kind, "device type")?;
+            let device_type = DLDeviceType(kind as u32);
+            let id =
+                if py.is_none(id) && Device::is_host_kind(device_type) { 0 } else { device_int(py, id, "device id")? };
+            return Ok(DLDevice { device_type, device_id: id });
+        }
+    } else if py.is_str(value) {
+        let text = py.utf8(value)?;
+        let (name, index) = match text.split_once(':') {
+            Some((name, index)) => (name, Some(index)),
+            None => (text, None),
+        };
+        if let Some(kind) = Device::kind_named(name) {
+            match index {
+                None => return Ok(DLDevice { device_type: kind, device_id: 0 }),
+                Some(i) if !i.is_empty() && i.bytes().all(|c| c.is_ascii_digit()) => {
+                    let id = i.parse::<i32>().map_err(|_| {
+                        py.raise(Exc::Value, &format!("device id {i} is out of range (0 to 2**31 - 1)"))
+                    })?;
+                    return Ok(DLDevice { device_type: kind, device_id: id });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let message =
+        format!("unknown device {}: expected e.g. 'cpu', 'cuda:0' or (device_type, device_id)", py.repr(value));
+    Err(py.raise(Exc::Value, &message))
+}
+
+/// The DLPack type for a name ("float32", "bfloat16", "f4", ...) or
+/// anything with a `name` (a NumPy or ml_dtypes dtype) or a `__name__` (a
+/// type: `np.float32`, `ml_dtypes.bfloat16`).
+pub fn dtype(py: Py<'_>, value: Ref<'_>) -> PyResult<DType> {
+    let named = if py.is_str(value) {
+        None
+    } else {
+        let name = py.getattr_str(value, c"name").or_else(|_| {
+            py.clear_error();
+            if py.is_type(value) { py.getattr_str(value, c"__name__") } else { Err(py.already_raised()) }
+        });
+        match name {
+            Ok(n) if py.is_str(n.as_ref()) => Some(n),
+            _ => {
+                py.clear_error();
+                let message = format!("expected a dtype name or a dtype, not {}", py.repr(value));
+                return Err(py.raise(Exc::Type, &message));
+            }
+        }
+    };
+    let text = py.utf8(named.as_ref().map_or(value, |n| n.as_ref()))?;
+    if text.contains('\0') {
+        return Err(py.raise(Exc::Value, &format!("unknown dtype name {text:?}")));
+    }
+    py.ok(DType::from_name(text))
+}
+
+/// Where a consumer's stream applies: CUDA and managed memory (dlbridge
+/// orders its CUDA work on the legacy default stream).
+pub fn takes_stream(kind: DLDeviceType) -> bool {
+    matches!(kind, DLDeviceType::CUDA | DLDeviceType::CUDAMANAGED)
+}
+
+/// The stream a consumer passes to a producer of `kind`: the legacy default
+/// stream (1) for CUDA and managed memory, ROCm's default stream (0); None
+/// where streams do not apply.
+pub fn stream_to_ask(kind: DLDeviceType) -> Option<i64> {
+    match kind {
+        k if takes_stream(k) => Some(1),
+        DLDeviceType::ROCM => Some(0),
+        _ => None,
+    }
+}
+
+/// A `stream` argument of `__dlpack__` for a tensor on `device`: None, or an
+/// int (TypeError otherwise) in -1 .. 2**64 - 1 that is allowed there
+/// (ValueError otherwise: 0 is ambiguous, and only CUDA and managed memory
+/// take one). The stream to order the export on (None: no ordering).
+pub fn stream(py: Py<'_>, value: Option<Ref<'_>>, device: Device) -> PyResult<Option<u64>> {
+    let Some(value) = value.filter(|v| !py.is_none(*v)) else { return Ok(None) };
+    if !py.is_exactly(value, py.api().int_type) {
+        return Err(py.raise(Exc::Type, &format!("stream must be an int or None, not {}", py.type_name(value))));
+    }
+    let v = py.index(value)?.filter(|v| (-1..1 << 64).contains(v));
+    let Some(v) = v else {
+        let message = format!("stream={} is not a stream (-1, 1, 2 or a cudaStream_t)", py.repr(value));
+        return Err(py.raise(Exc::Value, &message));
+    };
+    if !takes_stream(device.kind()) {
+        return Err(py.raise(Exc::Value, &format!("stream={v} is not allowed for a {device} tensor (only None)")));
+    }
+    if v == 0 {
+        return Err(
+            py.raise(Exc::Value, "stream=0 is ambiguous and not allowed; use 1 (legacy default) or 2 (per-thread)")
+        );
+    }
+    // -1: no ordering asked; 1: the legacy default stream, where our work already is.
+    Ok(if v == -1 || v == 1 { None } else { Some(v as u64) })
+}

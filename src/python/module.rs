@@ -1,0 +1,380 @@
+//! The `dlbridge._native` namespace the package imports: the Tensor base
+//! type, `from_dlpack`, and the rules and tables the package uses, all
+//! answered here (the package keeps no copy of them). Two C symbols reach
+//! it: `dlb_py_init` (resolves the CPython API, refuses what it cannot
+//! serve) and `dlb_py_module` (the namespace, as a dict).
+
+use std::ffi::{CStr, c_int, c_void};
+use std::sync::{Mutex, OnceLock};
+
+use dlpark::ffi::{DLDevice, DLDeviceType};
+
+use super::api::{self, Exc, Obj, PyMethodDef};
+use super::args::{self, Call};
+use super::capsule;
+use super::interface;
+use super::object::{Kept, Owned, Py, PyResult, Ref, entry_object};
+use super::tensor_type::{self, moved};
+use crate::copy;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::tensor::Tensor;
+
+/// Objects made once: interned names and prebuilt call arguments.
+struct Constants {
+    dlpack: Kept,
+    dlpack_device: Kept,
+    /// `("max_version",)`, the keyword of the plain `__dlpack__` call.
+    max_version_name: Kept,
+    /// `(1, 3)`: the newest DLPack this library speaks.
+    max_version: Kept,
+}
+
+static CONSTANTS: OnceLock<Constants> = OnceLock::new();
+
+/// Types whose instances are always in host memory (NumPy's arrays, seen
+/// once): `from_dlpack` does not ask them for their device.
+static HOST_TYPES: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
+fn constants(py: Py<'_>) -> PyResult<&'static Constants> {
+    if let Some(c) = CONSTANTS.get() {
+        return Ok(c);
+    }
+    let name = py.interned(c"max_version")?;
+    let made = Constants {
+        dlpack: Kept::new(py.interned(c"__dlpack__")?),
+        dlpack_device: Kept::new(py.interned(c"__dlpack_device__")?),
+        max_version_name: Kept::new(py.tuple([Ok(name)])?),
+        max_version: Kept::new(py.tuple([py.int(1), py.int(3)])?),
+    };
+    Ok(CONSTANTS.get_or_init(|| made))
+}
+
+/// `o.name(*args, **dict(zip(kwnames, ...)))` with `args[0]` as `o`.
+fn call_method(py: Py<'_>, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<'_>>) -> PyResult<Owned> {
+    let n = kwnames.map_or(0, |k| py.tuple_items(k).len());
+    let raw: smallvec::SmallVec<[Obj; 6]> = args.iter().map(|a| a.as_ptr()).collect();
+    let kw = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: GIL held (token); `raw` holds self, the positional values, then the keyword values.
+    py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), raw.as_ptr(), raw.len() - n, kw) })
+}
+
+fn is_host_type(py: Py<'_>, tp: Ref<'_>) -> bool {
+    HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|k| k.get(py) == tp)
+}
+
+/// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).
+fn is_numpy_type(py: Py<'_>, tp: Ref<'_>) -> bool {
+    let numpy = py.getattr_str(tp, c"__module__").and_then(|m| py.utf8(m.as_ref()).map(|s| s == "numpy"));
+    numpy.unwrap_or_else(|_| {
+        py.clear_error(); // any object may stand there
+        false
+    })
+}
+
+/// The stream to pass to `x.__dlpack__`: dlbridge orders its CUDA work on
+/// the legacy default stream, so a CUDA producer is asked to make its
+/// pending work visible there (the spec's stream=1); None where streams do
+/// not apply, or for an old producer without `__dlpack_device__`.
+fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<Option<i64>> {
+    let device = match call_method(py, c.dlpack_device.get(py), &[x], None) {
+        Ok(d) => d,
+        Err(_) if py.error_matches(Exc::Attribute) => {
+            py.clear_error();
+            return Ok(None);
+        }
+        Err(raised) => return Err(raised),
+    };
+    let kind = py.item(device.as_ref(), 0)?;
+    let kind = py.index(kind.as_ref())?.and_then(|k| u32::try_from(k).ok()).map(DLDeviceType);
+    let Some(kind) = kind else { return Ok(None) };
+    if kind == DLDeviceType::CPU && is_numpy_type(py, x.type_of()) {
+        let mut types = HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner());
+        if !types.iter().any(|k| k.get(py) == x.type_of()) {
+            types.push(Kept::new(py.retain(x.type_of())));
+        }
+    }
+    Ok(args::stream_to_ask(kind))
+}
+
+/// Applies `from_dlpack`'s device / copy request to a tensor the producer
+/// handed over as it was (a raw capsule, or a producer that could not).
+/// Whatever stands in the way of the device request is a BufferError.
+fn honour(py: Py<'_>, t: Tensor, target: Option<DLDevice>, copy: Option<bool>) -> PyResult<Tensor> {
+    match target {
+        Some(target) if target.device_type != t.device().kind() || target.device_id != t.device().id() => {
+            if copy == Some(false) {
+                let message = format!(
+                    "moving a {} tensor to device ({}, {}) needs a copy, and copy=False forbids it",
+                    t.device(),
+                    target.device_type.0,
+                    target.device_id
+                );
+                return Err(py.raise(Exc::Buffer, &message));
+            }
+            moved(py, &t, target, "move")
+        }
+        _ if copy == Some(true) => py.ok(py.without_gil(|| copy::duplicate(&t))),
+        _ => Ok(t),
+    }
+}
+
+/// Imports a capsule a producer returned.
+fn take(py: Py<'_>, capsule: PyResult<Owned>) -> PyResult<Tensor> {
+    capsule::import(py, capsule?.as_ref())
+}
+
+/// `from_dlpack(x, /, *, device=None, copy=None)`.
+fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
+    let [x, device, copy] = call.bind(py, "from_dlpack", 1, ["x", "device", "copy"])?;
+    let Some(x) = x else {
+        return Err(py.raise(Exc::Type, "from_dlpack() missing required argument 'x'"));
+    };
+    let copy = args::copy_flag(py, copy)?;
+    let target = match device.filter(|d| !py.is_none(*d)) {
+        Some(d) => Some(args::device(py, d)?),
+        None => None,
+    };
+    if py.is_exactly(x, py.api().capsule_type) {
+        let t = capsule::import(py, x)?;
+        return tensor_type::wrap(py, honour(py, t, target, copy)?);
+    }
+    let c = constants(py)?;
+    let stream = if is_host_type(py, x.type_of()) {
+        None
+    } else {
+        if let Err(raised) = py.getattr(x, c.dlpack.get(py)) {
+            if !py.error_matches(Exc::Attribute) {
+                return Err(raised);
+            }
+            py.clear_error();
+            let message = format!("{} does not support DLPack (no __dlpack__)", py.type_name(x));
+            return Err(py.raise(Exc::Type, &message));
+        }
+        consumer_stream(py, c, x)?
+    };
+    let dlpack = c.dlpack.get(py);
+    if target.is_none() && copy.is_none() && stream.is_none() {
+        let asked = call_method(py, dlpack, &[x, c.max_version.get(py)], Some(c.max_version_name.get(py)));
+        let capsule = match asked {
+            // A producer older than DLPack 1.0's keywords (not one that
+            // refused with a TypeError subclass, such as pyarrow's).
+            Err(_) if py.error_is_exactly(Exc::Type) => {
+                py.clear_error();
+                call_method(py, dlpack, &[x], None)
+            }
+            asked => asked,
+        };
+        return tensor_type::wrap(py, take(py, capsule)?);
+    }
+    // The full request: (name, value) pairs, as keywords.
+    let stream_value = stream.map(|s| py.int(s)).transpose()?;
+    let copy_value = copy.map(|c| py.bool(c));
+    let target_value = match target {
+        Some(t) => Some(py.tuple([py.int(i64::from(t.device_type.0)), py.int(i64::from(t.device_id))])?),
+        None => None,
+    };
+    let ask = |with_device: bool, with_copy: bool| -> PyResult<Owned> {
+        let mut names = vec![py.str("max_version")];
+        let mut values = vec![x, c.max_version.get(py)];
+        for (name, value, on) in [
+            ("stream", &stream_value, true),
+            ("copy", &copy_value, with_copy),
+            ("dl_device", &target_value, with_device),
+        ] {
+            if let (Some(v), true) = (value, on) {
+                names.push(py.str(name));
+                values.push(v.as_ref());
+            }
+        }
+        let names = py.tuple(names)?;
+        call_method(py, dlpack, &values, Some(names.as_ref()))
+    };
+    match ask(true, true) {
+        Ok(capsule) => tensor_type::wrap(py, take(py, Ok(capsule))?),
+        Err(_) if py.error_is_exactly(Exc::Type) => {
+            // An old producer: take what it has, then honour the request here.
+            py.clear_error();
+            let old = match &stream_value {
+                None => call_method(py, dlpack, &[x], None),
+                Some(s) => {
+                    let names = py.tuple([py.str("stream")])?;
+                    call_method(py, dlpack, &[x, s.as_ref()], Some(names.as_ref()))
+                }
+            };
+            tensor_type::wrap(py, honour(py, take(py, old)?, target, copy)?)
+        }
+        // NotImplementedError: PaddlePaddle's way of refusing a device.
+        Err(_) if target.is_some() && (py.error_matches(Exc::Buffer) || py.error_matches(Exc::NotImplemented)) => {
+            // The producer cannot put its data on that device: take it where
+            // it is, then move it (or refuse: copy=False) here; the move is the copy.
+            py.clear_error();
+            let here = take(py, ask(false, copy != Some(true)))?;
+            tensor_type::wrap(py, honour(py, here, target, copy)?)
+        }
+        Err(raised) => Err(raised),
+    }
+}
+
+/// The namespace's functions.
+#[derive(Clone, Copy)]
+enum Function {
+    FromDlpack,
+    Adopt,
+    FromBuffer,
+    SetTensorClass,
+    SetVoidResolver,
+    CopyFlag,
+    ParseDevice,
+    Dtype,
+    HostTypes,
+    RaiseLast,
+}
+
+const FUNCTIONS: [(Function, &CStr); 10] = [
+    (Function::FromDlpack, c"from_dlpack"),
+    (Function::Adopt, c"adopt"),
+    (Function::FromBuffer, c"from_buffer"),
+    (Function::SetTensorClass, c"set_tensor_class"),
+    (Function::SetVoidResolver, c"set_void_resolver"),
+    (Function::CopyFlag, c"copy_flag"),
+    (Function::ParseDevice, c"parse_device"),
+    (Function::Dtype, c"dtype"),
+    (Function::HostTypes, c"host_types"),
+    (Function::RaiseLast, c"raise_last"),
+];
+
+macro_rules! defs {
+    ($( $name:literal: $doc:literal; )*) => {
+        static DEFS: [PyMethodDef; FUNCTIONS.len()] = [
+            $( PyMethodDef { name: $name.as_ptr(), meth: dispatch as *const c_void, flags: api::METH_FASTCALL_KEYWORDS, doc: $doc.as_ptr() }, )*
+        ];
+    };
+}
+
+defs! {
+    c"from_dlpack": c"from_dlpack(x, /, *, device=None, copy=None)\n--\n\n\
+A Tensor over the memory of any DLPack producer (NumPy, PyTorch, JAX, CuPy, ...) or of a raw \
+DLPack capsule, zero copy. Asks for a versioned capsule (max_version=(1, 3)) and falls back to a \
+keyword-less __dlpack__() for older producers; CUDA producers are asked for stream=1. device asks \
+the producer for a copy on that device (moved here when it cannot); copy=True / False is passed \
+on. A capsule can be consumed once.";
+    c"adopt": c"adopt(handle, /)\n--\n\nA Tensor that takes over a dlb_tensor * (an int) from the C API.";
+    c"from_buffer": c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy.";
+    c"set_tensor_class": c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes.";
+    c"set_void_resolver": c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None).";
+    c"copy_flag": c"copy_flag(copy, /)\n--\n\nA copy argument as None, True or False (NumPy's rule).";
+    c"parse_device": c"parse_device(device, /)\n--\n\n(device_type, device_id) from \"cpu\", \"cuda:1\", a pair, or a DLPack producer.";
+    c"dtype": c"dtype(dtype, /)\n--\n\n(code, bits, lanes) of a dtype name or object.";
+    c"host_types": c"host_types()\n--\n\nThe producer types from_dlpack knows to be in host memory.";
+    c"raise_last": c"raise_last()\n--\n\nRaises the exception for this thread's last failed C API call.";
+}
+
+/// Every namespace function: `DEFS[i]`'s `self` is the number `i`.
+unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
+    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
+    // SAFETY: CPython calls functions with the GIL and their arguments; `self`
+    // is the int each function was made with.
+    unsafe {
+        entry_object(|py| {
+            let call = Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames);
+            let which = py.index(Ref::from_ptr(which).expect("self"))?.unwrap_or(-1);
+            let (function, name) = FUNCTIONS[which as usize];
+            let name = name.to_str().unwrap_or("?");
+            if matches!(function, Function::FromDlpack) {
+                return from_dlpack(py, &call);
+            }
+            if matches!(function, Function::HostTypes | Function::RaiseLast) {
+                call.bind(py, name, 0, [])?;
+                return match function {
+                    Function::HostTypes => {
+                        let types = HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner());
+                        py.tuple(types.iter().map(|k| Ok(py.retain(k.get(py)))))
+                    }
+                    _ => {
+                        let e = crate::ffi::guard::last_error_value().unwrap_or_else(|| {
+                            crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge")
+                        });
+                        Err(py.error(&e))
+                    }
+                };
+            }
+            let [arg] = call.bind(py, name, 1, ["arg"])?;
+            let Some(arg) = arg else {
+                return Err(py.raise(Exc::Type, &format!("{name}() takes exactly one argument")));
+            };
+            match function {
+                Function::Adopt => {
+                    let address = py.index(arg)?.and_then(|a| usize::try_from(a).ok()).filter(|a| *a != 0);
+                    let Some(address) = address else {
+                        return Err(py.raise(Exc::Value, "adopt() needs a non-NULL dlb_tensor * handle"));
+                    };
+                    // The caller gives up a live handle (the package's contract).
+                    tensor_type::wrap(py, Tensor::from_raw(address as *const c_void))
+                }
+                Function::FromBuffer => tensor_type::wrap(py, interface::from_buffer(py, arg)?),
+                Function::SetTensorClass => tensor_type::register_class(py, arg).map(|()| py.none()),
+                Function::SetVoidResolver => {
+                    interface::set_void_resolver(py, arg);
+                    Ok(py.none())
+                }
+                Function::CopyFlag => Ok(match args::copy_flag(py, Some(arg))? {
+                    None => py.none(),
+                    Some(b) => py.bool(b),
+                }),
+                Function::ParseDevice => {
+                    let d = args::device(py, arg)?;
+                    py.tuple([py.int(i64::from(d.device_type.0)), py.int(i64::from(d.device_id))])
+                }
+                Function::Dtype => {
+                    let d = args::dtype(py, arg)?.raw();
+                    py.tuple([py.int(i64::from(d.code.0)), py.int(i64::from(d.bits)), py.int(i64::from(d.lanes))])
+                }
+                Function::FromDlpack | Function::HostTypes | Function::RaiseLast => unreachable!("answered above"),
+            }
+        })
+    }
+}
+
+/// The namespace: functions, the base type, and the tables the package
+/// shows (device names, the dtypes NumPy lacks).
+fn namespace(py: Py<'_>) -> PyResult<Owned> {
+    let base = tensor_type::create(py)?;
+    constants(py)?;
+    let mut items: Vec<(&CStr, PyResult<Owned>)> = Vec::new();
+    for (i, (_, name)) in FUNCTIONS.iter().enumerate() {
+        let number = py.int(i as i64)?;
+        // SAFETY: GIL held (token); a static definition, `self` its number.
+        let f = py.owned(unsafe { (py.api().cfunction_new)(&DEFS[i], number.as_ref().as_ptr(), std::ptr::null_mut()) });
+        items.push((name, f));
+    }
+    items.push((c"TensorBase", Ok(py.retain(base))));
+    let names = Device::names().iter().map(|(kind, name)| py.tuple([py.int(i64::from(kind.0)), py.str(name)]));
+    items.push((c"device_names", py.tuple(names)));
+    items.push((c"ml_dtypes", py.tuple(DType::ml_dtypes_names().map(|n| py.str(n)))));
+    let release: unsafe extern "C" fn(*mut c_void) = interface::release_object;
+    items.push((c"decref_release", py.uint(release as usize as u64)));
+    py.dict(items)
+}
+
+/// Resolves the CPython API by name from the running interpreter (see
+/// `python::api`) and refuses subinterpreters. DLB_OK, or a status whose
+/// message names the missing symbol (the package raises ImportError).
+///
+/// # Safety
+/// Called from the running interpreter, with the GIL (`PyDLL`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_init() -> c_int {
+    // SAFETY: forwarded contract.
+    crate::ffi::guard::status(|| unsafe { api::register() }) as c_int
+}
+
+/// The namespace dict (a new reference), or NULL with an exception set.
+///
+/// # Safety
+/// After `dlb_py_init` succeeded, with the GIL (`PyDLL`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_py_module() -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { entry_object(namespace) }.cast()
+}

@@ -1,0 +1,463 @@
+//! The `Tensor` type, built by the library from a type spec (CPython's
+//! stable ABI: `PyType_FromSpec`, `PyMethodDef`, `PyGetSetDef`): the
+//! tensor lives in the object's own C struct. The Python package subclasses
+//! it (`dlbridge.Tensor`) for the pure-Python conveniences (repr, pickling,
+//! `numpy()`), and registers that subclass: instances the library makes are
+//! of it.
+
+use std::ffi::{CStr, c_int, c_void};
+use std::mem::offset_of;
+use std::sync::{Mutex, OnceLock};
+
+use dlpark::ffi::DLDevice;
+
+use super::api::{Exc, Obj, PyGetSetDef, PyMemberDef, PyMethodDef, PyTypeSlot, PyTypeSpec};
+use super::args::{self, Call};
+use super::capsule;
+use super::interface;
+use super::object::{Head, Kept, Owned, Py, PyResult, Ref, entry_object};
+use crate::copy;
+use crate::device::Device;
+use crate::tensor::{Flags, Tensor};
+
+/// A Tensor instance: the object header, the tensor (None only in an
+/// instance the library did not make, which every method refuses), and the
+/// weak-reference list.
+#[repr(C)]
+struct Object {
+    head: Head,
+    tensor: Option<Tensor>,
+    weakrefs: Obj,
+}
+
+/// The base type, made once by [`create`].
+static BASE: OnceLock<Kept> = OnceLock::new();
+/// The class of new instances: the package's subclass once registered.
+static CLASS: Mutex<Option<Kept>> = Mutex::new(None);
+
+// typeslots.h; object.h; structmember.h.
+const PY_TP_ALLOC: c_int = 47;
+const PY_TP_DEALLOC: c_int = 52;
+const PY_TP_DOC: c_int = 56;
+const PY_TP_METHODS: c_int = 64;
+const PY_TP_MEMBERS: c_int = 72;
+const PY_TP_GETSET: c_int = 73;
+const PY_TP_FREE: c_int = 74;
+const PY_MP_LENGTH: c_int = 4;
+const TPFLAGS_DEFAULT: u32 = 1 << 18;
+const TPFLAGS_BASETYPE: u32 = 1 << 10;
+const TPFLAGS_DISALLOW_INSTANTIATION: u32 = 1 << 7;
+const T_PYSSIZET: c_int = 19;
+const READONLY: c_int = 1;
+
+/// What a getter returns; its number is the getter's closure.
+#[derive(Clone, Copy)]
+enum Attr {
+    Shape,
+    Strides,
+    Dtype,
+    Device,
+    Ndim,
+    Nbytes,
+    Readonly,
+    IsCopied,
+    IsContiguous,
+    DataPtr,
+    Handle,
+    ArrayInterface,
+    CudaArrayInterface,
+    ArrayStruct,
+}
+
+const ATTRS: [Attr; 14] = [
+    Attr::Shape,
+    Attr::Strides,
+    Attr::Dtype,
+    Attr::Device,
+    Attr::Ndim,
+    Attr::Nbytes,
+    Attr::Readonly,
+    Attr::IsCopied,
+    Attr::IsContiguous,
+    Attr::DataPtr,
+    Attr::Handle,
+    Attr::ArrayInterface,
+    Attr::CudaArrayInterface,
+    Attr::ArrayStruct,
+];
+
+macro_rules! getset {
+    ($( $attr:ident: $name:literal, $doc:literal; )*) => {
+        static GETSET: [PyGetSetDef; ATTRS.len() + 1] = [
+            $( PyGetSetDef {
+                name: $name.as_ptr(),
+                get: get as *const c_void,
+                set: std::ptr::null(),
+                doc: $doc.as_ptr(),
+                closure: Attr::$attr as usize as *mut c_void,
+            }, )*
+            PyGetSetDef { name: std::ptr::null(), get: std::ptr::null(), set: std::ptr::null(), doc: std::ptr::null(), closure: std::ptr::null_mut() },
+        ];
+    };
+}
+
+getset! {
+    Shape: c"shape", c"The dimensions (a tuple of ints).";
+    Strides: c"strides", c"The strides, in elements (a tuple of ints; DLPack's unit, not NumPy's bytes).";
+    Dtype: c"dtype", c"The dtype's name: \"float32\", \"bool\", \"bfloat16\", \"float8_e4m3fn\", ...";
+    Device: c"device", c"Where the memory is: \"cpu\", \"cuda:0\", \"cuda_host\", ...";
+    Ndim: c"ndim", c"The number of dimensions.";
+    Nbytes: c"nbytes", c"Bytes the elements occupy (packed sub-byte types: rounded up).";
+    Readonly: c"readonly", c"True when the memory must not be written (a read-only producer or legacy import).";
+    IsCopied: c"is_copied", c"True when this memory is a copy made for an exchange (DLPack's IS_COPIED).";
+    IsContiguous: c"is_contiguous", c"True when the elements are compact and row-major.";
+    DataPtr: c"data_ptr", c"The address of the first element (an int).";
+    Handle: c"_handle", c"The C API handle (dlb_tensor *, an int) of this tensor, borrowed: valid while this object lives.";
+    ArrayInterface: c"__array_interface__", c"NumPy's array interface (version 3), zero copy; CPU-readable memory only (AttributeError otherwise). The dict keeps the memory alive under \"__ref\".";
+    CudaArrayInterface: c"__cuda_array_interface__", c"The CUDA array interface (version 3) of a CUDA tensor, zero copy; stream 1: dlbridge's CUDA work is on the legacy default stream.";
+    ArrayStruct: c"__array_struct__", c"NumPy's C-level array interface (a capsule that keeps the memory alive): what np.asarray reads first. CPU-readable memory only (AttributeError otherwise).";
+}
+
+const fn method(name: &'static CStr, meth: *const c_void, flags: c_int, doc: &'static CStr) -> PyMethodDef {
+    PyMethodDef { name: name.as_ptr(), meth, flags, doc: doc.as_ptr() }
+}
+
+static METHODS: [PyMethodDef; 6] = [
+    method(
+        c"__dlpack__",
+        dlpack as *const c_void,
+        super::api::METH_FASTCALL_KEYWORDS,
+        c"__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n\
+A DLPack capsule of this tensor: \"dltensor_versioned\" when max_version allows it, legacy \
+\"dltensor\" otherwise (refused for read-only data: BufferError). copy=True exports a copy \
+(IS_COPIED), copy=False refuses anything that needs one; dl_device exports a copy on that \
+device; stream (CUDA and managed memory only) is the consumer's stream, ordered after ours.",
+    ),
+    method(
+        c"__dlpack_device__",
+        dlpack_device as *const c_void,
+        super::api::METH_NOARGS,
+        c"__dlpack_device__($self, /)\n--\n\n(device_type, device_id) of this tensor, as DLPack numbers them.",
+    ),
+    method(
+        c"copy",
+        copy_method as *const c_void,
+        super::api::METH_NOARGS,
+        c"copy($self, /)\n--\n\nA compact row-major copy in new memory on the same device (writable, \
+IS_COPIED); managed and ROCm host memory, where dlbridge does not allocate, are copied to the CPU. \
+Runs without the GIL.",
+    ),
+    method(
+        c"astype",
+        astype as *const c_void,
+        super::api::METH_FASTCALL_KEYWORDS,
+        c"astype($self, dtype, /)\n--\n\nA compact row-major copy converted to dtype (a name such as \
+\"float16\", \"bfloat16\" or \"f4\", or a NumPy / ml_dtypes dtype), as NumPy's astype converts; \
+float16 and bfloat16 round to nearest even. Runs without the GIL.",
+    ),
+    method(
+        c"to_device",
+        to_device as *const c_void,
+        super::api::METH_FASTCALL_KEYWORDS,
+        c"to_device($self, device, /)\n--\n\nThis tensor on device (\"cpu\", \"cuda:1\", \"cuda_host\" \
+for pinned memory, or a (type, id) pair): the same tensor when it is already there, else an \
+explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.",
+    ),
+    PyMethodDef { name: std::ptr::null(), meth: std::ptr::null(), flags: 0, doc: std::ptr::null() },
+];
+
+static MEMBERS: [PyMemberDef; 2] = [
+    PyMemberDef {
+        name: c"__weaklistoffset__".as_ptr(),
+        kind: T_PYSSIZET,
+        offset: offset_of!(Object, weakrefs) as isize,
+        flags: READONLY,
+        doc: std::ptr::null(),
+    },
+    PyMemberDef { name: std::ptr::null(), kind: 0, offset: 0, flags: 0, doc: std::ptr::null() },
+];
+
+const DOC: &CStr = c"A view of memory (shape, strides, dtype, device, read-only flag) that keeps that \
+memory alive and exchanges it with zero copy through DLPack (__dlpack__) and NumPy's array \
+interface. Made by dlbridge.from_dlpack, dlbridge.asarray and dlbridge.zeros.";
+
+/// Makes the base type (once per process; later calls return it).
+pub fn create(py: Py<'_>) -> PyResult<Ref<'_>> {
+    if let Some(base) = BASE.get() {
+        return Ok(base.get(py));
+    }
+    let mut slots = [
+        PyTypeSlot { slot: PY_TP_DEALLOC, pfunc: dealloc as *mut c_void },
+        PyTypeSlot { slot: PY_TP_DOC, pfunc: DOC.as_ptr().cast_mut().cast() },
+        PyTypeSlot { slot: PY_TP_METHODS, pfunc: (&raw const METHODS).cast_mut().cast() },
+        PyTypeSlot { slot: PY_TP_GETSET, pfunc: (&raw const GETSET).cast_mut().cast() },
+        PyTypeSlot { slot: PY_TP_MEMBERS, pfunc: (&raw const MEMBERS).cast_mut().cast() },
+        PyTypeSlot { slot: PY_MP_LENGTH, pfunc: length as *mut c_void },
+        PyTypeSlot { slot: 0, pfunc: std::ptr::null_mut() },
+    ];
+    let mut spec = PyTypeSpec {
+        // Kept by the type (tp_name points into it): static.
+        name: c"dlbridge.TensorBase".as_ptr(),
+        basicsize: std::mem::size_of::<Object>() as c_int,
+        itemsize: 0,
+        flags: TPFLAGS_DEFAULT | TPFLAGS_BASETYPE | TPFLAGS_DISALLOW_INSTANTIATION,
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: GIL held (token); the spec is complete and its tables static.
+    let tp = py.owned(unsafe { (py.api().type_from_spec)(&mut spec) })?;
+    let _ = BASE.set(Kept::new(tp));
+    Ok(BASE.get().expect("just set").get(py))
+}
+
+/// Makes `cls` (a subclass of the base type) the class of new instances.
+pub fn register_class(py: Py<'_>, cls: Ref<'_>) -> PyResult<()> {
+    let base = create(py)?;
+    // SAFETY: GIL held (token); IsSubtype needs two types (checked first).
+    if !py.is_type(cls) || unsafe { (py.api().type_is_subtype)(cls.as_ptr(), base.as_ptr()) } == 0 {
+        return Err(py.raise(Exc::Type, "the tensor class must be a subclass of dlbridge.TensorBase"));
+    }
+    *CLASS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Kept::new(py.retain(cls)));
+    Ok(())
+}
+
+/// A new instance holding `tensor`.
+pub fn wrap(py: Py<'_>, tensor: Tensor) -> PyResult<Owned> {
+    let class = CLASS.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.get(py));
+    let class = match class {
+        Some(c) => c,
+        None => create(py)?,
+    };
+    // SAFETY: GIL held; tp_alloc of a type whose instances are `Object`s (or
+    // a subclass's, which begin with one): zeroed memory, `tensor` None.
+    unsafe {
+        let alloc: unsafe extern "C" fn(Obj, isize) -> Obj =
+            std::mem::transmute((py.api().type_get_slot)(class.as_ptr(), PY_TP_ALLOC));
+        let o = py.owned(alloc(class.as_ptr(), 0))?;
+        (&raw mut (*o.as_ref().as_ptr().cast::<Object>()).tensor).write(Some(tensor));
+        Ok(o)
+    }
+}
+
+/// The tensor of `o` when it is a Tensor (any subclass) the library made.
+pub fn tensor_of<'a>(py: Py<'_>, o: Ref<'a>) -> Option<&'a Tensor> {
+    let base = BASE.get()?.get(py);
+    // SAFETY: GIL held; two types.
+    let is = o.type_of() == base || unsafe { (py.api().type_is_subtype)(o.type_of().as_ptr(), base.as_ptr()) } != 0;
+    // SAFETY: an instance of the base type (or a subclass) is an `Object`,
+    // whose tensor lives as long as the object.
+    is.then(|| unsafe { (*o.as_ptr().cast::<Object>()).tensor.as_ref() }).flatten()
+}
+
+/// The tensor of a method's `self` (CPython's descriptors checked its type).
+///
+/// # Safety
+/// `this` is an instance of the base type (or a subclass), alive for `'a`.
+unsafe fn this<'a>(py: Py<'_>, this: Obj) -> PyResult<&'a Tensor> {
+    // SAFETY: by contract.
+    match unsafe { (*this.cast::<Object>()).tensor.as_ref() } {
+        Some(t) => Ok(t),
+        None => Err(py.raise(
+            Exc::Value,
+            "this Tensor holds no tensor (make tensors with dlbridge.from_dlpack, asarray or zeros)",
+        )),
+    }
+}
+
+/// Drops a tensor; device memory (whose free may wait for the device)
+/// without the GIL.
+pub fn release(py: Py<'_>, tensor: Tensor) {
+    if tensor.device() == Device::CPU {
+        drop(tensor);
+    } else {
+        py.without_gil(move || drop(tensor));
+    }
+}
+
+unsafe extern "C" fn dealloc(o: Obj) {
+    // SAFETY: CPython deallocates with the GIL held, an `Object` (or a
+    // subclass instance) whose last reference is gone; the type is a heap
+    // type, which each instance holds a reference to.
+    unsafe {
+        let Some(py) = Py::assume() else { return };
+        let object = o.cast::<Object>();
+        let tp = Ref::from_ptr(o).expect("live").type_of().as_ptr();
+        if !(*object).weakrefs.is_null() {
+            (py.api().clear_weakrefs)(o);
+        }
+        if let Some(tensor) = (*object).tensor.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| release(py, tensor)));
+        }
+        let free: unsafe extern "C" fn(*mut c_void) = std::mem::transmute((py.api().type_get_slot)(tp, PY_TP_FREE));
+        free(o.cast());
+        (py.api().decref)(tp);
+    }
+}
+
+unsafe extern "C" fn length(o: Obj) -> isize {
+    // SAFETY: CPython calls slots with the GIL, on an instance.
+    unsafe {
+        super::object::entry(-1, |py| {
+            let t = this(py, o)?;
+            match t.shape().first() {
+                Some(n) => Ok(*n as isize),
+                None => Err(py.raise(Exc::Type, "len() of a 0-d tensor")),
+            }
+        })
+    }
+}
+
+/// A device in Python's spelling for messages: "(2, 0)".
+fn pair(d: DLDevice) -> String {
+    format!("({}, {})", d.device_type.0, d.device_id)
+}
+
+fn same_device(a: DLDevice, b: DLDevice) -> bool {
+    a.device_type == b.device_type && a.device_id == b.device_id
+}
+
+/// A copy of `t` on `target` (GIL released), every failure a BufferError
+/// that says `what` failed.
+pub fn moved(py: Py<'_>, t: &Tensor, target: DLDevice, what: &str) -> PyResult<Tensor> {
+    let made = Device::target(target).and_then(|device| py.without_gil(|| copy::to_device(t, device)));
+    made.map_err(|e| {
+        py.raise(Exc::Buffer, &format!("cannot {what} a {} tensor to device {}: {e}", t.device(), pair(target)))
+    })
+}
+
+/// `Tensor.__dlpack__`.
+unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let call = Call::new(py, args, nargs, kwnames);
+            let [stream, max_version, dl_device, copy] =
+                call.bind(py, "__dlpack__", 0, ["stream", "max_version", "dl_device", "copy"])?;
+            let copy = args::copy_flag(py, copy)?;
+            if let Some(consumer) = args::stream(py, stream, t.device())? {
+                let device = py.ok(Device::cuda(t.device().id()))?;
+                py.ok(py.without_gil(|| crate::cuda::stream_wait(device, consumer as usize, 1)))?;
+            }
+            let versioned = match max_version.filter(|v| !py.is_none(*v)) {
+                None => false,
+                Some(v) => {
+                    let items = if py.is_exactly(v, py.api().tuple_type) { py.tuple_items(v) } else { Vec::new() };
+                    let [major, _] = items[..] else {
+                        let message = format!("max_version must be a (major, minor) tuple, not {}", py.repr(v));
+                        return Err(py.raise(Exc::Type, &message));
+                    };
+                    py.index(major)?.is_none_or(|m| m >= 1)
+                }
+            };
+            if let Some(d) = dl_device.filter(|d| !py.is_none(*d)) {
+                let target = args::device(py, d)?;
+                if !same_device(target, t.device().raw()) {
+                    if copy == Some(false) {
+                        let message =
+                            format!("exporting to device {} needs a copy, and copy=False forbids it", pair(target));
+                        return Err(py.raise(Exc::Buffer, &message));
+                    }
+                    return capsule::export(py, moved(py, t, target, "export")?, versioned);
+                }
+            }
+            let tensor = if copy == Some(true) { py.ok(py.without_gil(|| copy::duplicate(t)))? } else { t.clone() };
+            capsule::export(py, tensor, versioned)
+        })
+    }
+}
+
+/// `Tensor.__dlpack_device__`.
+unsafe extern "C" fn dlpack_device(o: Obj, _unused: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance.
+    unsafe {
+        entry_object(|py| {
+            let d = this(py, o)?.device();
+            py.tuple([py.int(i64::from(d.kind().0)), py.int(i64::from(d.id()))])
+        })
+    }
+}
+
+/// `Tensor.copy()`.
+unsafe extern "C" fn copy_method(o: Obj, _unused: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            wrap(py, py.ok(py.without_gil(|| copy::duplicate(t)))?)
+        })
+    }
+}
+
+/// `Tensor.astype(dtype)`.
+unsafe extern "C" fn astype(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let [dtype] = Call::new(py, args, nargs, kwnames).bind(py, "astype", 1, ["dtype"])?;
+            let Some(dtype) = dtype else {
+                return Err(py.raise(Exc::Type, "astype() missing required argument 'dtype'"));
+            };
+            let dtype = args::dtype(py, dtype)?;
+            wrap(py, py.ok(py.without_gil(|| copy::astype(t, dtype)))?)
+        })
+    }
+}
+
+/// `Tensor.to_device(device)`.
+unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let [device] = Call::new(py, args, nargs, kwnames).bind(py, "to_device", 1, ["device"])?;
+            let Some(device) = device else {
+                return Err(py.raise(Exc::Type, "to_device() missing required argument 'device'"));
+            };
+            let target = args::device(py, device)?;
+            if same_device(target, t.device().raw()) {
+                return Ok(py.retain(Ref::from_ptr(o).expect("self")));
+            }
+            let device = py.ok(Device::target(target))?;
+            wrap(py, py.ok(py.without_gil(|| copy::to_device(t, device)))?)
+        })
+    }
+}
+
+/// Every getter (the closure says which attribute).
+unsafe extern "C" fn get(o: Obj, closure: *mut c_void) -> Obj {
+    // SAFETY: CPython calls getters with the GIL, on an instance.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let this_ref = Ref::from_ptr(o).expect("self");
+            let host = t.device().is_host_accessible();
+            match ATTRS[closure as usize] {
+                Attr::Shape => py.ints(t.shape()),
+                Attr::Strides => py.ints(t.strides()),
+                Attr::Dtype => py.str(&t.dtype().name()),
+                Attr::Device => py.str(&t.device().to_string()),
+                Attr::Ndim => py.int(t.ndim() as i64),
+                Attr::Nbytes => py.uint(t.nbytes()),
+                Attr::Readonly => Ok(py.bool(t.is_readonly())),
+                Attr::IsCopied => Ok(py.bool(t.flags().contains(Flags::IS_COPIED))),
+                Attr::IsContiguous => Ok(py.bool(t.is_contiguous())),
+                Attr::DataPtr => py.uint(t.data() as u64),
+                Attr::Handle => py.uint(t.as_raw() as u64),
+                Attr::ArrayInterface if host => interface::dict(py, t, this_ref),
+                Attr::ArrayInterface => {
+                    let message =
+                        format!("a {} tensor has no __array_interface__; call .to_device('cpu') first", t.device());
+                    Err(py.raise(Exc::Attribute, &message))
+                }
+                Attr::CudaArrayInterface if t.device().kind() == dlpark::ffi::DLDeviceType::CUDA => {
+                    interface::dict(py, t, this_ref)
+                }
+                Attr::CudaArrayInterface => {
+                    Err(py.raise(Exc::Attribute, &format!("a {} tensor has no __cuda_array_interface__", t.device())))
+                }
+                Attr::ArrayStruct => interface::array_struct(py, t),
+            }
+        })
+    }
+}
