@@ -148,7 +148,7 @@ test-rust:
 # Rust tests (unit + thread stress) under AddressSanitizer (stable toolchain,
 # -Z flag unlocked with RUSTC_BOOTSTRAP), in their own target directory.
 test-asan:
-	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" ASAN_OPTIONS=detect_leaks=1 DLB_STRESS_CYCLES=20000 \
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp DLB_STRESS_CYCLES=20000 \
 	  $(CARGO) test --quiet --target x86_64-unknown-linux-gnu --target-dir target/asan --lib --tests
 
 # Each fuzz target for FUZZ_SECONDS (libFuzzer + ASan through cargo-fuzz,

@@ -140,14 +140,14 @@ def test_the_tensor_type_is_built_by_the_library(no_leak):
     # Neither class can be instantiated from Python, nor a subclass: every
     # instance holds a tensor the library put there.
     for cls in (dlbridge.Tensor, base):
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="create tensors with dlbridge.from_dlpack"):
             cls()
         with pytest.raises(TypeError):
             cls.__new__(cls)
 
     class Sub(dlbridge.Tensor):
         __slots__ = ("extra",)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="create tensors with dlbridge.from_dlpack"):
         Sub()
     with pytest.raises(TypeError):
         object.__new__(Sub)

@@ -28,6 +28,7 @@ _CapsuleType = type(_datetime.datetime_CAPI)
 #: (src/python/module.rs), as every protocol is; its docstring says the rules.
 from_dlpack = _lib.native["from_dlpack"]
 _from_buffer = _lib.native["from_buffer"]
+_typestr = _lib.native["typestr"]
 
 
 def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
@@ -120,15 +121,18 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
         raise ValueError("Missing __array_interface__ typestr")
     shape = _int64s(ai["shape"], "__array_interface__ shape", 0)
     typestr = ai["typestr"]
-    if isinstance(typestr, str):
-        typestr = typestr.encode("ascii", "replace")
-    elif not isinstance(typestr, bytes):
-        raise TypeError(f"__array_interface__ typestr must be a str, not {type(typestr).__name__}")
-    kind = typestr[1:2] if typestr[:1] in (b"<", b">", b"|", b"=") else typestr[:1]
-    if kind in (b"M", b"m", b"O", b"S", b"U", b"a"):
-        raise BufferError(f"typestr {ai['typestr']!r}: datetime, timedelta, object and string data cannot be "
-                          "exchanged through DLPack")
-    if len(typestr) > 7 or b"\0" in typestr:
+    if not isinstance(typestr, str):
+        if not isinstance(typestr, bytes):
+            raise TypeError(f"__array_interface__ typestr must be a str, not {type(typestr).__name__}")
+        typestr = typestr.decode("ascii", "replace")
+    # ml_dtypes arrays say "<V2", "<V1" or even "<f1": their dtype's name says
+    # which type (NumPy's dtype.name is slow: only asked then).
+    vague = typestr[-2:] == "f1" or typestr.lstrip("<>|=")[:1] == "V"
+    name = getattr(getattr(owner, "dtype", None), "name", None) if vague else None
+    hint = name if name in ML_DTYPES else None
+    # The library's typestr rules (kinds, sizes, byte order), then the C struct's size limit.
+    swapped = _typestr(typestr, hint)
+    if len(typestr) > 7 or "\0" in typestr:
         raise ValueError(f"malformed typestr {ai['typestr']!r}")
     strides = ai.get("strides")
     if strides is not None:
@@ -153,7 +157,7 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
     readonly = bool(data[1]) or _is_numpy_scalar(owner)
     c = _lib.ArrayInterface()
     c.version = 3
-    c.typestr = typestr
+    c.typestr = typestr.encode("ascii")
     c.ndim = len(shape)
     shape_arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
     c.shape = shape_arr
@@ -162,11 +166,8 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
         c.strides = strides_arr
     c.data = address
     c.readonly = readonly
-    # ml_dtypes arrays say "<V2", "<V1" or even "<f1" (NumPy's dtype.name is slow: only asked then).
-    vague = kind == b"V" or typestr[-2:] == b"f1"
-    name = getattr(getattr(owner, "dtype", None), "name", None) if vague else None
-    if name in ML_DTYPES:
-        c.dtype = dtype_of(name)
+    if hint is not None:
+        c.dtype = dtype_of(hint)
     if cuda:
         device = ctypes.c_int32(0)
         if c.data:  # zero-size arrays may say 0: they stay on device 0
@@ -181,7 +182,6 @@ def _from_array_interface(owner: Any, ai: Any, copy: Optional[bool] = None, cuda
                 # which runs on the legacy default stream.
                 _lib.check(_lib.cuda_stream_wait(device.value, 1, stream))
     out = ctypes.c_void_p()
-    swapped = len(typestr) > 2 and typestr[:1] == (b">" if sys.byteorder == "little" else b"<") and typestr[2:] != b"1"
     if not cuda and (copy or (swapped and copy is None)):
         # A copy is allowed (or asked for): the other byte order is swapped on the way.
         _lib.check(_lib.tensor_copy_from_array_interface(ctypes.byref(c), ctypes.byref(out)))

@@ -4,18 +4,20 @@
 
 use dlpark::ffi::{DLDevice, DLDeviceType};
 
-use super::api::{Exc, Obj};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use super::api::{Exc, Obj, PyObject};
 use super::object::{Py, PyResult, Ref};
 use crate::device::Device;
 use crate::dtype::DType;
 
 /// The arguments CPython passes to a `METH_FASTCALL | METH_KEYWORDS`
-/// function: positional values, then one value per name of `kwnames`.
+/// function: positional values, then one value per name of `kwnames`
+/// (read in place: binding allocates nothing).
 pub struct Call<'a> {
-    /// Positional values.
-    pub positional: Vec<Ref<'a>>,
-    /// (name, value) of each keyword.
-    pub keywords: Vec<(Ref<'a>, Ref<'a>)>,
+    values: &'a [Obj],
+    nargs: usize,
+    kwnames: Option<Ref<'a>>,
 }
 
 impl<'a> Call<'a> {
@@ -27,52 +29,95 @@ impl<'a> Call<'a> {
     pub unsafe fn new(py: Py<'_>, args: *const Obj, nargs: isize, kwnames: Obj) -> Call<'a> {
         // SAFETY: by contract.
         unsafe {
-            let names = Ref::from_ptr(kwnames).map(|k| py.tuple_items(k)).unwrap_or_default();
-            let count = nargs as usize + names.len();
+            let kwnames = Ref::from_ptr(kwnames);
+            let count = nargs as usize + kwnames.map_or(0, |k| py.tuple_len(k));
             let values: &[Obj] = if count == 0 { &[] } else { std::slice::from_raw_parts(args, count) };
-            let value = |o: Obj| Ref::from_ptr(o).expect("CPython passes no NULL argument");
-            Call {
-                positional: values[..nargs as usize].iter().map(|o| value(*o)).collect(),
-                keywords: names.into_iter().zip(values[nargs as usize..].iter().map(|o| value(*o))).collect(),
-            }
+            Call { values, nargs: nargs as usize, kwnames }
         }
     }
 
-    /// The values of `names` (keywords; the first `positional` of them may
-    /// also come by position), as Python would bind them for
+    fn value(&self, i: usize) -> Ref<'a> {
+        // SAFETY: CPython passes live, non-NULL arguments (see `new`).
+        unsafe { Ref::from_ptr(self.values[i]) }.expect("CPython passes no NULL argument")
+    }
+
+    /// The values of `sig`'s parameters (keywords; the first `positional`
+    /// of them may also come by position), as Python would bind them for
     /// `function(a, b, /, *, c, d)`: too many positional arguments, an
     /// unknown keyword and a value given twice are TypeErrors. None: absent.
-    pub fn bind<const N: usize>(
-        &self,
-        py: Py<'_>,
-        function: &str,
-        positional: usize,
-        names: [&str; N],
-    ) -> PyResult<[Option<Ref<'a>>; N]> {
+    pub fn bind<const N: usize>(&self, py: Py<'_>, sig: &Signature<N>) -> PyResult<[Option<Ref<'a>>; N]> {
         let mut out = [None; N];
-        if self.positional.len() > positional {
+        if self.nargs > sig.positional {
             let message = format!(
-                "{function}() takes {positional} positional argument{} but {} were given",
-                if positional == 1 { "" } else { "s" },
-                self.positional.len()
+                "{}() takes {} positional argument{} but {} were given",
+                sig.function,
+                sig.positional,
+                if sig.positional == 1 { "" } else { "s" },
+                self.nargs
             );
             return Err(py.raise(Exc::Type, &message));
         }
-        for (slot, value) in out.iter_mut().zip(&self.positional) {
-            *slot = Some(*value);
+        for (i, slot) in out.iter_mut().enumerate().take(self.nargs) {
+            *slot = Some(self.value(i));
         }
-        for (name, value) in &self.keywords {
-            let name = py.utf8(*name)?;
-            let Some(i) = names.iter().position(|n| *n == name) else {
-                let message = format!("{function}() got an unexpected keyword argument '{name}'");
+        let Some(kwnames) = self.kwnames else { return Ok(out) };
+        // The same keyword tuple as last time (CPython and NumPy pass one
+        // tuple per call site): its names bind as they did then.
+        let slots = sig.slots.load(Ordering::Relaxed);
+        if kwnames.as_ptr() == sig.last.load(Ordering::Relaxed) && (slots >> 56) as usize == self.nargs {
+            for i in self.nargs..self.values.len() {
+                out[((slots >> (4 * (i - self.nargs))) & 0xf) as usize] = Some(self.value(i));
+            }
+            return Ok(out);
+        }
+        let mut slots = 0u64;
+        for i in self.nargs..self.values.len() {
+            let name = py.utf8(py.tuple_item(kwnames, i - self.nargs))?;
+            let Some(k) = sig.names.iter().position(|n| *n == name) else {
+                let message = format!("{}() got an unexpected keyword argument '{name}'", sig.function);
                 return Err(py.raise(Exc::Type, &message));
             };
-            if out[i].is_some() {
-                return Err(py.raise(Exc::Type, &format!("{function}() got multiple values for argument '{name}'")));
+            if out[k].is_some() {
+                let message = format!("{}() got multiple values for argument '{name}'", sig.function);
+                return Err(py.raise(Exc::Type, &message));
             }
-            out[i] = Some(*value);
+            out[k] = Some(self.value(i));
+            slots |= (k as u64) << (4 * (i - self.nargs).min(13));
+        }
+        // Up to 12 keywords of up to 16 parameters: 4 bits each, then the
+        // positional count (a different count binds differently).
+        let count = self.values.len() - self.nargs;
+        if count <= 12 && N <= 16 && self.nargs < 256 {
+            let slots = slots | (self.nargs as u64) << 56;
+            // Keep the tuple (a reference held, so its address is not reused
+            // by another tuple while it is remembered); the GIL serialises this.
+            let kept = py.retain(kwnames).into_ptr();
+            sig.slots.store(slots, Ordering::Relaxed);
+            let previous = sig.last.swap(kept, Ordering::Relaxed);
+            // SAFETY: the reference taken when `previous` was remembered.
+            if let Some(previous) = unsafe { Ref::from_ptr(previous) } {
+                // SAFETY: GIL held (token); our reference.
+                unsafe { (py.api().decref)(previous.as_ptr()) };
+            }
         }
         Ok(out)
+    }
+}
+
+/// A function's parameters for [`Call::bind`], and the last keyword tuple
+/// it bound (a reference held) with where each of its names went.
+pub struct Signature<const N: usize> {
+    function: &'static str,
+    positional: usize,
+    names: [&'static str; N],
+    last: AtomicPtr<PyObject>,
+    slots: AtomicU64,
+}
+
+impl<const N: usize> Signature<N> {
+    /// `function(names[..positional], /, *, names[positional..])`.
+    pub const fn new(function: &'static str, positional: usize, names: [&'static str; N]) -> Signature<N> {
+        Signature { function, positional, names, last: AtomicPtr::new(std::ptr::null_mut()), slots: AtomicU64::new(0) }
     }
 }
 
@@ -133,8 +178,7 @@ pub fn device(py: Py<'_>, value: Ref<'_>) -> PyResult<DLDevice> {
         value = answer.as_ref();
     }
     if py.is_tuple(value) {
-        let items = py.tuple_items(value);
-        if let [kind, id] = items[..] {
+        if let Some((kind, id)) = py.pair(value) {
             let kind = device_int(py, kind, "device type")?;
             let device_type = DLDeviceType(kind as u32);
             let id =

@@ -5,12 +5,13 @@
 //! serve) and `dlb_py_module` (the namespace, as a dict).
 
 use std::ffi::{CStr, c_int, c_void};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use dlpark::ffi::{DLDevice, DLDeviceType};
 
-use super::api::{self, Exc, Obj, PyMethodDef};
-use super::args::{self, Call};
+use super::api::{self, Exc, Obj, PyMethodDef, PyObject};
+use super::args::{self, Call, Signature};
 use super::capsule;
 use super::interface;
 use super::object::{Kept, Owned, Py, PyResult, Ref, entry_object};
@@ -33,8 +34,9 @@ struct Constants {
 static CONSTANTS: OnceLock<Constants> = OnceLock::new();
 
 /// Types whose instances are always in host memory (NumPy's arrays, seen
-/// once): `from_dlpack` does not ask them for their device.
-static HOST_TYPES: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+/// once; a reference kept for each): `from_dlpack` does not ask them for
+/// their device. Read on every call, without a lock; written under the GIL.
+static HOST_TYPES: [AtomicPtr<PyObject>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
 
 fn constants(py: Py<'_>) -> PyResult<&'static Constants> {
     if let Some(c) = CONSTANTS.get() {
@@ -52,15 +54,32 @@ fn constants(py: Py<'_>) -> PyResult<&'static Constants> {
 
 /// `o.name(*args, **dict(zip(kwnames, ...)))` with `args[0]` as `o`.
 fn call_method(py: Py<'_>, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<'_>>) -> PyResult<Owned> {
-    let n = kwnames.map_or(0, |k| py.tuple_items(k).len());
+    let n = kwnames.map_or(0, |k| py.tuple_len(k));
     let raw: smallvec::SmallVec<[Obj; 6]> = args.iter().map(|a| a.as_ptr()).collect();
     let kw = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
     // SAFETY: GIL held (token); `raw` holds self, the positional values, then the keyword values.
     py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), raw.as_ptr(), raw.len() - n, kw) })
 }
 
-fn is_host_type(py: Py<'_>, tp: Ref<'_>) -> bool {
-    HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|k| k.get(py) == tp)
+fn is_host_type(tp: Ref<'_>) -> bool {
+    HOST_TYPES.iter().any(|t| t.load(Ordering::Relaxed) == tp.as_ptr())
+}
+
+/// Remembers `tp` as a host type (while there is room: four NumPy types).
+fn add_host_type(py: Py<'_>, tp: Ref<'_>) {
+    if is_host_type(tp) {
+        return;
+    }
+    if let Some(slot) = HOST_TYPES.iter().find(|t| t.load(Ordering::Relaxed).is_null()) {
+        slot.store(py.retain(tp).into_ptr(), Ordering::Relaxed); // the GIL serialises writers
+    }
+}
+
+/// The host types known so far.
+fn host_types(py: Py<'_>) -> PyResult<Owned> {
+    // SAFETY: each non-NULL entry is a type whose reference is kept for the process.
+    let known = HOST_TYPES.iter().filter_map(|t| unsafe { Ref::from_ptr(t.load(Ordering::Relaxed)) });
+    py.tuple(known.map(|t| Ok(py.retain(t))))
 }
 
 /// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).
@@ -89,10 +108,7 @@ fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<Option<i64
     let kind = py.index(kind.as_ref())?.and_then(|k| u32::try_from(k).ok()).map(DLDeviceType);
     let Some(kind) = kind else { return Ok(None) };
     if kind == DLDeviceType::CPU && is_numpy_type(py, x.type_of()) {
-        let mut types = HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner());
-        if !types.iter().any(|k| k.get(py) == x.type_of()) {
-            types.push(Kept::new(py.retain(x.type_of())));
-        }
+        add_host_type(py, x.type_of());
     }
     Ok(args::stream_to_ask(kind))
 }
@@ -126,7 +142,8 @@ fn take(py: Py<'_>, capsule: PyResult<Owned>) -> PyResult<Tensor> {
 
 /// `from_dlpack(x, /, *, device=None, copy=None)`.
 fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
-    let [x, device, copy] = call.bind(py, "from_dlpack", 1, ["x", "device", "copy"])?;
+    static SIG: Signature<3> = Signature::new("from_dlpack", 1, ["x", "device", "copy"]);
+    let [x, device, copy] = call.bind(py, &SIG)?;
     let Some(x) = x else {
         return Err(py.raise(Exc::Type, "from_dlpack() missing required argument 'x'"));
     };
@@ -140,7 +157,7 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
         return tensor_type::wrap(py, honour(py, t, target, copy)?);
     }
     let c = constants(py)?;
-    let stream = if is_host_type(py, x.type_of()) {
+    let stream = if is_host_type(x.type_of()) {
         None
     } else {
         if let Err(raised) = py.getattr(x, c.dlpack.get(py)) {
@@ -229,9 +246,10 @@ enum Function {
     Dtype,
     HostTypes,
     RaiseLast,
+    Typestr,
 }
 
-const FUNCTIONS: [(Function, &CStr); 10] = [
+const FUNCTIONS: [(Function, &CStr); 11] = [
     (Function::FromDlpack, c"from_dlpack"),
     (Function::Adopt, c"adopt"),
     (Function::FromBuffer, c"from_buffer"),
@@ -242,35 +260,51 @@ const FUNCTIONS: [(Function, &CStr); 10] = [
     (Function::Dtype, c"dtype"),
     (Function::HostTypes, c"host_types"),
     (Function::RaiseLast, c"raise_last"),
+    (Function::Typestr, c"typestr"),
 ];
 
 macro_rules! defs {
-    ($( $name:literal: $doc:literal; )*) => {
+    ($( $name:literal => $meth:ident: $doc:literal; )*) => {
         static DEFS: [PyMethodDef; FUNCTIONS.len()] = [
-            $( PyMethodDef { name: $name.as_ptr(), meth: dispatch as *const c_void, flags: api::METH_FASTCALL_KEYWORDS, doc: $doc.as_ptr() }, )*
+            $( PyMethodDef {
+                name: $name.as_ptr(),
+                meth: $meth as *const c_void,
+                flags: api::METH_FASTCALL_KEYWORDS,
+                doc: $doc.as_ptr(),
+            }, )*
         ];
     };
 }
 
 defs! {
-    c"from_dlpack": c"from_dlpack(x, /, *, device=None, copy=None)\n--\n\n\
+    c"from_dlpack" => from_dlpack_function: c"from_dlpack(x, /, *, device=None, copy=None)\n--\n\n\
 A Tensor over the memory of any DLPack producer (NumPy, PyTorch, JAX, CuPy, ...) or of a raw \
 DLPack capsule, zero copy. Asks for a versioned capsule (max_version=(1, 3)) and falls back to a \
 keyword-less __dlpack__() for older producers; CUDA producers are asked for stream=1. device asks \
 the producer for a copy on that device (moved here when it cannot); copy=True / False is passed \
 on. A capsule can be consumed once.";
-    c"adopt": c"adopt(handle, /)\n--\n\nA Tensor that takes over a dlb_tensor * (an int) from the C API.";
-    c"from_buffer": c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy.";
-    c"set_tensor_class": c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes.";
-    c"set_void_resolver": c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None).";
-    c"copy_flag": c"copy_flag(copy, /)\n--\n\nA copy argument as None, True or False (NumPy's rule).";
-    c"parse_device": c"parse_device(device, /)\n--\n\n(device_type, device_id) from \"cpu\", \"cuda:1\", a pair, or a DLPack producer.";
-    c"dtype": c"dtype(dtype, /)\n--\n\n(code, bits, lanes) of a dtype name or object.";
-    c"host_types": c"host_types()\n--\n\nThe producer types from_dlpack knows to be in host memory.";
-    c"raise_last": c"raise_last()\n--\n\nRaises the exception for this thread's last failed C API call.";
+    c"adopt" => dispatch: c"adopt(handle, /)\n--\n\nA Tensor that takes over a dlb_tensor * (an int) from the C API.";
+    c"from_buffer" => dispatch: c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy.";
+    c"set_tensor_class" => dispatch: c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes.";
+    c"set_void_resolver" => dispatch: c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None).";
+    c"copy_flag" => dispatch: c"copy_flag(copy, /)\n--\n\nA copy argument as None, True or False (NumPy's rule).";
+    c"parse_device" => dispatch: c"parse_device(device, /)\n--\n\n(device_type, device_id) from \"cpu\", \"cuda:1\", a pair, or a DLPack producer.";
+    c"dtype" => dispatch: c"dtype(dtype, /)\n--\n\n(code, bits, lanes) of a dtype name or object.";
+    c"host_types" => dispatch: c"host_types()\n--\n\nThe producer types from_dlpack knows to be in host memory.";
+    c"raise_last" => dispatch: c"raise_last()\n--\n\nRaises the exception for this thread's last failed C API call.";
+    c"typestr" => dispatch: c"typestr(typestr, dtype=None, /)\n--\n\nWhether an array-interface typestr is in the other byte order \
+(True: its data must be byte-swapped); BufferError for kinds DLPack cannot carry, ValueError for a malformed \
+one. dtype names the type of a raw-byte (\"V\") typestr.";
 }
 
-/// Every namespace function: `DEFS[i]`'s `self` is the number `i`.
+/// `from_dlpack`, the hot path: its own definition (no dispatch).
+unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
+    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
+    // SAFETY: CPython calls functions with the GIL and their arguments.
+    unsafe { entry_object(|py| from_dlpack(py, &Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames))) }
+}
+
+/// Every other namespace function: `DEFS[i]`'s `self` is the number `i`.
 unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
     const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
     // SAFETY: CPython calls functions with the GIL and their arguments; `self`
@@ -281,16 +315,25 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
             let which = py.index(Ref::from_ptr(which).expect("self"))?.unwrap_or(-1);
             let (function, name) = FUNCTIONS[which as usize];
             let name = name.to_str().unwrap_or("?");
-            if matches!(function, Function::FromDlpack) {
-                return from_dlpack(py, &call);
+            if matches!(function, Function::Typestr) {
+                static SIG: Signature<2> = Signature::new("typestr", 2, ["typestr", "dtype"]);
+                let [typestr, dtype] = call.bind(py, &SIG)?;
+                let Some(typestr) = typestr else {
+                    return Err(py.raise(Exc::Type, "typestr() missing required argument 'typestr'"));
+                };
+                let hint = match dtype.filter(|d| !py.is_none(*d)) {
+                    Some(d) => Some(args::dtype(py, d)?.raw()),
+                    None => None,
+                };
+                let text = py.utf8(typestr)?;
+                let (_, swapped) = py.ok(crate::array_interface::parse_typestr_order(text, hint))?;
+                return Ok(py.bool(swapped));
             }
             if matches!(function, Function::HostTypes | Function::RaiseLast) {
-                call.bind(py, name, 0, [])?;
+                static NONE: Signature<0> = Signature::new("function", 0, []);
+                call.bind(py, &NONE)?;
                 return match function {
-                    Function::HostTypes => {
-                        let types = HOST_TYPES.lock().unwrap_or_else(|e| e.into_inner());
-                        py.tuple(types.iter().map(|k| Ok(py.retain(k.get(py)))))
-                    }
+                    Function::HostTypes => host_types(py),
                     _ => {
                         let e = crate::ffi::guard::last_error_value().unwrap_or_else(|| {
                             crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge")
@@ -299,7 +342,8 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                     }
                 };
             }
-            let [arg] = call.bind(py, name, 1, ["arg"])?;
+            static ONE: Signature<1> = Signature::new("function", 1, ["arg"]);
+            let [arg] = call.bind(py, &ONE)?;
             let Some(arg) = arg else {
                 return Err(py.raise(Exc::Type, &format!("{name}() takes exactly one argument")));
             };
@@ -330,7 +374,9 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                     let d = args::dtype(py, arg)?.raw();
                     py.tuple([py.int(i64::from(d.code.0)), py.int(i64::from(d.bits)), py.int(i64::from(d.lanes))])
                 }
-                Function::FromDlpack | Function::HostTypes | Function::RaiseLast => unreachable!("answered above"),
+                Function::FromDlpack | Function::HostTypes | Function::RaiseLast | Function::Typestr => {
+                    unreachable!("answered above")
+                }
             }
         })
     }

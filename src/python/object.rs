@@ -190,7 +190,7 @@ impl<'py> Py<'py> {
 
     /// A tuple of new references (all consumed, also on failure).
     pub fn tuple(self, items: impl IntoIterator<Item = PyResult<Owned>>) -> PyResult<Owned> {
-        let items = items.into_iter().collect::<PyResult<Vec<Owned>>>()?;
+        let items = items.into_iter().collect::<PyResult<smallvec::SmallVec<[Owned; 8]>>>()?;
         // SAFETY: GIL held.
         let t = self.owned(unsafe { (self.api.tuple_new)(items.len() as isize) })?;
         for (i, item) in items.into_iter().enumerate() {
@@ -262,14 +262,23 @@ impl<'py> Py<'py> {
         o.type_of() == true_type
     }
 
-    /// The items of a tuple (borrowed: the tuple holds them).
-    pub fn tuple_items<'a>(self, t: Ref<'a>) -> Vec<Ref<'a>> {
+    /// The length of a tuple.
+    pub fn tuple_len(self, t: Ref<'_>) -> usize {
         debug_assert!(self.is_tuple(t));
-        // SAFETY: GIL held; a tuple's items are live while it is.
-        unsafe {
-            let n = (self.api.tuple_size)(t.as_ptr());
-            (0..n).filter_map(|i| Ref::from_ptr((self.api.tuple_get_item)(t.as_ptr(), i))).collect()
-        }
+        // SAFETY: GIL held; a tuple.
+        unsafe { (self.api.tuple_size)(t.as_ptr()) }.max(0) as usize
+    }
+
+    /// Item `i` (< its length) of a tuple (borrowed: the tuple holds it).
+    pub fn tuple_item<'a>(self, t: Ref<'a>, i: usize) -> Ref<'a> {
+        debug_assert!(i < self.tuple_len(t));
+        // SAFETY: GIL held; an index in range of a tuple, whose items are live while it is.
+        unsafe { Ref::from_ptr((self.api.tuple_get_item)(t.as_ptr(), i as isize)) }.expect("an item in range")
+    }
+
+    /// The items of a 2-tuple (None for anything else).
+    pub fn pair<'a>(self, t: Ref<'a>) -> Option<(Ref<'a>, Ref<'a>)> {
+        (self.is_tuple(t) && self.tuple_len(t) == 2).then(|| (self.tuple_item(t, 0), self.tuple_item(t, 1)))
     }
 
     /// The text of a str (borrowed from it; TypeError for anything else).
@@ -310,17 +319,23 @@ impl<'py> Py<'py> {
     /// `int(o.__index__())` when it fits in an i128 (None: beyond); TypeError
     /// for what is not an integer.
     pub fn index(self, o: Ref<'_>) -> PyResult<Option<i128>> {
-        // SAFETY: GIL held.
-        let i = self.owned(unsafe { (self.api.number_index)(o.as_ptr()) })?;
+        // An int is its own index (the common case: no new object).
+        let converted = if self.is_exactly(o, self.api.int_type) {
+            None
+        } else {
+            // SAFETY: GIL held.
+            Some(self.owned(unsafe { (self.api.number_index)(o.as_ptr()) })?)
+        };
+        let i = converted.as_ref().map_or(o, Owned::as_ref);
         let mut overflow: c_int = 0;
         // SAFETY: GIL held; an int.
-        let v = unsafe { (self.api.long_as_long_long_and_overflow)(i.as_ref().as_ptr(), &mut overflow) };
+        let v = unsafe { (self.api.long_as_long_long_and_overflow)(i.as_ptr(), &mut overflow) };
         match overflow {
             0 if v == -1 && !self.error_set().is_null() => Err(Raised(())),
             0 => Ok(Some(i128::from(v))),
             1 => {
                 // SAFETY: GIL held; an int above i64::MAX.
-                let u = unsafe { (self.api.long_as_unsigned_long_long)(i.as_ref().as_ptr()) };
+                let u = unsafe { (self.api.long_as_unsigned_long_long)(i.as_ptr()) };
                 if u == u64::MAX && !self.error_set().is_null() {
                     self.clear_error();
                     return Ok(None);
@@ -355,7 +370,7 @@ impl<'py> Py<'py> {
     /// `f(*args, **dict(zip(kwnames, values)))`: `args` holds the positional
     /// arguments, then one value per name of `kwnames` (a tuple of str).
     pub fn call(self, f: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<'_>>) -> PyResult<Owned> {
-        let n = kwnames.map_or(0, |k| self.tuple_items(k).len());
+        let n = kwnames.map_or(0, |k| self.tuple_len(k));
         let raw: smallvec::SmallVec<[Obj; 6]> = args.iter().map(|a| a.as_ptr()).collect();
         // SAFETY: GIL held; `raw` holds the positional values then the keyword values.
         self.owned(unsafe {

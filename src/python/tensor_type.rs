@@ -7,12 +7,13 @@
 
 use std::ffi::{CStr, c_int, c_void};
 use std::mem::offset_of;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use dlpark::ffi::DLDevice;
 
-use super::api::{Exc, Obj, PyGetSetDef, PyMemberDef, PyMethodDef, PyTypeSlot, PyTypeSpec};
-use super::args::{self, Call};
+use super::api::{Exc, Obj, PyGetSetDef, PyMemberDef, PyMethodDef, PyObject, PyTypeSlot, PyTypeSpec};
+use super::args::{self, Call, Signature};
 use super::capsule;
 use super::interface;
 use super::object::{Head, Kept, Owned, Py, PyResult, Ref, entry_object};
@@ -32,21 +33,22 @@ struct Object {
 
 /// The base type, made once by [`create`].
 static BASE: OnceLock<Kept> = OnceLock::new();
-/// The class of new instances: the package's subclass once registered.
-static CLASS: Mutex<Option<Kept>> = Mutex::new(None);
+/// The class of new instances: the package's subclass once registered (a
+/// reference kept for the process; NULL: the base type).
+static CLASS: AtomicPtr<PyObject> = AtomicPtr::new(std::ptr::null_mut());
 
 // typeslots.h; object.h; structmember.h.
 const PY_TP_ALLOC: c_int = 47;
 const PY_TP_DEALLOC: c_int = 52;
 const PY_TP_DOC: c_int = 56;
 const PY_TP_METHODS: c_int = 64;
+const PY_TP_NEW: c_int = 65;
 const PY_TP_MEMBERS: c_int = 72;
 const PY_TP_GETSET: c_int = 73;
 const PY_TP_FREE: c_int = 74;
 const PY_MP_LENGTH: c_int = 4;
 const TPFLAGS_DEFAULT: u32 = 1 << 18;
 const TPFLAGS_BASETYPE: u32 = 1 << 10;
-const TPFLAGS_DISALLOW_INSTANTIATION: u32 = 1 << 7;
 const T_PYSSIZET: c_int = 19;
 const READONLY: c_int = 1;
 
@@ -193,6 +195,7 @@ pub fn create(py: Py<'_>) -> PyResult<Ref<'_>> {
         PyTypeSlot { slot: PY_TP_GETSET, pfunc: (&raw const GETSET).cast_mut().cast() },
         PyTypeSlot { slot: PY_TP_MEMBERS, pfunc: (&raw const MEMBERS).cast_mut().cast() },
         PyTypeSlot { slot: PY_MP_LENGTH, pfunc: length as *mut c_void },
+        PyTypeSlot { slot: PY_TP_NEW, pfunc: refuse_new as *mut c_void },
         PyTypeSlot { slot: 0, pfunc: std::ptr::null_mut() },
     ];
     let mut spec = PyTypeSpec {
@@ -200,7 +203,7 @@ pub fn create(py: Py<'_>) -> PyResult<Ref<'_>> {
         name: c"dlbridge.TensorBase".as_ptr(),
         basicsize: std::mem::size_of::<Object>() as c_int,
         itemsize: 0,
-        flags: TPFLAGS_DEFAULT | TPFLAGS_BASETYPE | TPFLAGS_DISALLOW_INSTANTIATION,
+        flags: TPFLAGS_DEFAULT | TPFLAGS_BASETYPE,
         slots: slots.as_mut_ptr(),
     };
     // SAFETY: GIL held (token); the spec is complete and its tables static.
@@ -216,14 +219,15 @@ pub fn register_class(py: Py<'_>, cls: Ref<'_>) -> PyResult<()> {
     if !py.is_type(cls) || unsafe { (py.api().type_is_subtype)(cls.as_ptr(), base.as_ptr()) } == 0 {
         return Err(py.raise(Exc::Type, "the tensor class must be a subclass of dlbridge.TensorBase"));
     }
-    *CLASS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Kept::new(py.retain(cls)));
+    // A class registered before keeps its reference: instances may still use it.
+    CLASS.store(py.retain(cls).into_ptr(), Ordering::Release);
     Ok(())
 }
 
 /// A new instance holding `tensor`.
 pub fn wrap(py: Py<'_>, tensor: Tensor) -> PyResult<Owned> {
-    let class = CLASS.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.get(py));
-    let class = match class {
+    // SAFETY: a class registered for the process (its reference is never released).
+    let class = match unsafe { Ref::from_ptr(CLASS.load(Ordering::Acquire)) } {
         Some(c) => c,
         None => create(py)?,
     };
@@ -293,6 +297,17 @@ unsafe extern "C" fn dealloc(o: Obj) {
     }
 }
 
+/// `Tensor(...)` (and a subclass's): refused, saying how tensors are made;
+/// every instance holds a tensor the library put there.
+unsafe extern "C" fn refuse_new(_tp: Obj, _args: Obj, _kwargs: Obj) -> Obj {
+    // SAFETY: CPython calls tp_new with the GIL.
+    unsafe {
+        entry_object(|py| {
+            Err(py.raise(Exc::Type, "create tensors with dlbridge.from_dlpack, dlbridge.asarray or dlbridge.zeros"))
+        })
+    }
+}
+
 unsafe extern "C" fn length(o: Obj) -> isize {
     // SAFETY: CPython calls slots with the GIL, on an instance.
     unsafe {
@@ -324,6 +339,10 @@ pub fn moved(py: Py<'_>, t: &Tensor, target: DLDevice, what: &str) -> PyResult<T
     })
 }
 
+static DLPACK: Signature<4> = Signature::new("__dlpack__", 0, ["stream", "max_version", "dl_device", "copy"]);
+static ASTYPE: Signature<1> = Signature::new("astype", 1, ["dtype"]);
+static TO_DEVICE: Signature<1> = Signature::new("to_device", 1, ["device"]);
+
 /// `Tensor.__dlpack__`.
 unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
@@ -331,8 +350,7 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
         entry_object(|py| {
             let t = this(py, o)?;
             let call = Call::new(py, args, nargs, kwnames);
-            let [stream, max_version, dl_device, copy] =
-                call.bind(py, "__dlpack__", 0, ["stream", "max_version", "dl_device", "copy"])?;
+            let [stream, max_version, dl_device, copy] = call.bind(py, &DLPACK)?;
             let copy = args::copy_flag(py, copy)?;
             if let Some(consumer) = args::stream(py, stream, t.device())? {
                 let device = py.ok(Device::cuda(t.device().id()))?;
@@ -341,8 +359,8 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
             let versioned = match max_version.filter(|v| !py.is_none(*v)) {
                 None => false,
                 Some(v) => {
-                    let items = if py.is_exactly(v, py.api().tuple_type) { py.tuple_items(v) } else { Vec::new() };
-                    let [major, _] = items[..] else {
+                    let pair = if py.is_exactly(v, py.api().tuple_type) { py.pair(v) } else { None };
+                    let Some((major, _)) = pair else {
                         let message = format!("max_version must be a (major, minor) tuple, not {}", py.repr(v));
                         return Err(py.raise(Exc::Type, &message));
                     };
@@ -371,8 +389,19 @@ unsafe extern "C" fn dlpack_device(o: Obj, _unused: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance.
     unsafe {
         entry_object(|py| {
+            // The common answer, made once: (1, 0).
+            static CPU: OnceLock<Kept> = OnceLock::new();
             let d = this(py, o)?.device();
-            py.tuple([py.int(i64::from(d.kind().0)), py.int(i64::from(d.id()))])
+            let make = || py.tuple([py.int(i64::from(d.kind().0)), py.int(i64::from(d.id()))]);
+            if d != Device::CPU {
+                return make();
+            }
+            if let Some(cpu) = CPU.get() {
+                return Ok(py.retain(cpu.get(py)));
+            }
+            let cpu = make()?;
+            let _ = CPU.set(Kept::new(py.retain(cpu.as_ref())));
+            Ok(cpu)
         })
     }
 }
@@ -394,7 +423,7 @@ unsafe extern "C" fn astype(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
     unsafe {
         entry_object(|py| {
             let t = this(py, o)?;
-            let [dtype] = Call::new(py, args, nargs, kwnames).bind(py, "astype", 1, ["dtype"])?;
+            let [dtype] = Call::new(py, args, nargs, kwnames).bind(py, &ASTYPE)?;
             let Some(dtype) = dtype else {
                 return Err(py.raise(Exc::Type, "astype() missing required argument 'dtype'"));
             };
@@ -410,7 +439,7 @@ unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: 
     unsafe {
         entry_object(|py| {
             let t = this(py, o)?;
-            let [device] = Call::new(py, args, nargs, kwnames).bind(py, "to_device", 1, ["device"])?;
+            let [device] = Call::new(py, args, nargs, kwnames).bind(py, &TO_DEVICE)?;
             let Some(device) = device else {
                 return Err(py.raise(Exc::Type, "to_device() missing required argument 'device'"));
             };

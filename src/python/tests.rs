@@ -9,7 +9,7 @@ use std::ffi::{CString, c_int, c_void};
 use std::sync::OnceLock;
 
 use super::api::{self, Exc, Obj};
-use super::args::{self, Call};
+use super::args::{self, Call, Signature};
 use super::capsule;
 use super::interface;
 use super::object::{Owned, Py};
@@ -77,39 +77,61 @@ fn raised<T>(py: Py<'_>, r: Result<T, super::object::Raised>, exc: Exc) -> bool 
     exact
 }
 
-fn call<'a>(py: Py<'_>, positional: &'a [Owned], keywords: &'a [(&str, Owned)], keep: &'a mut Vec<Owned>) -> Call<'a> {
-    let names = py.tuple(keywords.iter().map(|(n, _)| py.str(n))).unwrap();
+/// The arguments of a vectorcall, kept alive by the caller.
+struct Args {
+    values: Vec<Obj>,
+    nargs: isize,
+    names: Option<Owned>,
+}
+
+fn args(py: Py<'_>, positional: &[Owned], keywords: &[(&str, Owned)]) -> Args {
     let mut values: Vec<Obj> = positional.iter().map(|o| o.as_ref().as_ptr()).collect();
     values.extend(keywords.iter().map(|(_, v)| v.as_ref().as_ptr()));
-    let kwnames = if keywords.is_empty() { std::ptr::null_mut() } else { names.as_ref().as_ptr() };
-    // SAFETY: `values` holds the positional values then one per name; all
-    // live while `keep`, `positional` and `keywords` do.
-    let c = unsafe { Call::new(py, values.as_ptr(), positional.len() as isize, kwnames) };
-    keep.push(names);
-    c
+    let names = (!keywords.is_empty()).then(|| py.tuple(keywords.iter().map(|(n, _)| py.str(n))).unwrap());
+    Args { values, nargs: positional.len() as isize, names }
 }
+
+fn call<'a>(py: Py<'_>, a: &'a Args) -> Call<'a> {
+    let kwnames = a.names.as_ref().map_or(std::ptr::null_mut(), |n| n.as_ref().as_ptr());
+    // SAFETY: `values` holds the positional values then one per name, all
+    // alive while `a` (and the objects it points at) is.
+    unsafe { Call::new(py, a.values.as_ptr(), a.nargs, kwnames) }
+}
+
+static F: Signature<2> = Signature::new("f", 1, ["a", "b"]);
 
 #[test]
 fn keywords_bind_as_python_binds_them() {
     with_py(|py| {
-        let mut keep = Vec::new();
         let one = [py.int(1).unwrap()];
         let both = [("b", py.int(2).unwrap()), ("a", py.int(3).unwrap())];
-        let c = call(py, &one, &both[..1], &mut keep);
-        let [a, b] = c.bind(py, "f", 1, ["a", "b"]).unwrap();
-        assert_eq!(py.index(a.unwrap()).unwrap(), Some(1));
-        assert_eq!(py.index(b.unwrap()).unwrap(), Some(2));
-        // Too many positional arguments, an unknown keyword, a value twice.
+        let a = args(py, &one, &both[..1]);
+        for _ in 0..2 {
+            // The second time, the same keyword tuple binds from the cache.
+            let [x, y] = call(py, &a).bind(py, &F).unwrap();
+            assert_eq!(py.index(x.unwrap()).unwrap(), Some(1));
+            assert_eq!(py.index(y.unwrap()).unwrap(), Some(2));
+        }
+        // Too many positional arguments, an unknown keyword, a value twice
+        // (also with the tuple of the earlier good call: the positional
+        // count differs, so the cache does not answer).
         let two = [py.int(1).unwrap(), py.int(2).unwrap()];
         let type_error = Exc::Type;
-        assert!(raised(py, call(py, &two, &[], &mut keep).bind(py, "f", 1, ["a", "b"]), type_error));
+        assert!(raised(py, call(py, &args(py, &two, &[])).bind(py, &F), type_error));
         let odd = [("c", py.int(1).unwrap())];
-        assert!(raised(py, call(py, &[], &odd, &mut keep).bind(py, "f", 1, ["a", "b"]), type_error));
-        assert!(raised(py, call(py, &one, &both[1..], &mut keep).bind(py, "f", 1, ["a", "b"]), type_error));
+        assert!(raised(py, call(py, &args(py, &[], &odd)).bind(py, &F), type_error));
+        assert!(raised(py, call(py, &args(py, &one, &both[1..])).bind(py, &F), type_error));
+        // The remembered tuple with another positional count binds afresh.
+        let names = Some(py.retain(a.names.as_ref().unwrap().as_ref()));
+        let reused = Args { values: vec![both[0].1.as_ref().as_ptr()], nargs: 0, names };
+        let [x, y] = call(py, &reused).bind(py, &F).unwrap();
+        assert!(x.is_none());
+        assert_eq!(py.index(y.unwrap()).unwrap(), Some(2));
         // A keyword name built at run time (not interned) binds alike.
         let built = [(&*String::from_iter(["b"]), py.int(5).unwrap())];
-        let [_, b] = call(py, &[], &built, &mut keep).bind(py, "f", 1, ["a", "b"]).unwrap();
-        assert_eq!(py.index(b.unwrap()).unwrap(), Some(5));
+        let b = args(py, &[], &built);
+        let [_, y] = call(py, &b).bind(py, &F).unwrap();
+        assert_eq!(py.index(y.unwrap()).unwrap(), Some(5));
     });
 }
 
