@@ -21,9 +21,8 @@ except ImportError:  # pragma: no cover - NumPy is in every tested environment
 _native = _lib.native
 #: dtypes NumPy lacks (bfloat16, FP8, ...): they reach NumPy through ml_dtypes.
 ML_DTYPES = frozenset(_native["ml_dtypes"])
-#: kDLCPU, kDLCUDAHost, kDLROCMHost, kDLCUDAManaged: memory the CPU can read.
-_HOST_DEVICES = frozenset(code for code, name in _native["device_names"]
-                          if name in ("cpu", "cuda_host", "rocm_host", "cuda_managed"))
+#: Device types whose memory the CPU can read (kDLCPU, kDLCUDAHost, ...).
+_HOST_DEVICES = frozenset(_native["host_device_types"])
 adopt = _native["adopt"]
 copy_flag = _native["copy_flag"]
 parse_device = _native["parse_device"]

@@ -10,6 +10,10 @@
 
 use crate::error::{Result, bail};
 
+/// The legacy default stream's handle value (`CU_STREAM_LEGACY`), where
+/// dlbridge orders its CUDA work.
+pub(crate) const LEGACY_STREAM: usize = 1;
+
 #[cfg(feature = "cuda")]
 pub(crate) use imp::*;
 
@@ -379,7 +383,7 @@ mod imp {
     }
 
     /// The legacy default stream's handle value (`CU_STREAM_LEGACY`).
-    pub(crate) const LEGACY: usize = 1;
+    pub(crate) const LEGACY: usize = super::LEGACY_STREAM;
 
     /// Makes work queued on `waiter` wait for the work already queued on
     /// `signaller` (an event recorded on one, waited on by the other), on

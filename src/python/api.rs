@@ -240,6 +240,7 @@ python_api! {
         repr: "PyObject_Repr" => fn(Obj) -> Obj;
         get_attr: "PyObject_GetAttr" => fn(Obj, Obj) -> Obj;
         get_attr_string: "PyObject_GetAttrString" => fn(Obj, *const c_char) -> Obj;
+        set_attr_string: "PyObject_SetAttrString" => fn(Obj, *const c_char, Obj) -> c_int;
         intern: "PyUnicode_InternFromString" => fn(*const c_char) -> Obj;
         vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;
         vectorcall_method: "PyObject_VectorcallMethod" => fn(Obj, *const Obj, usize, Obj) -> Obj;
@@ -276,6 +277,22 @@ unsafe impl Send for Api {}
 unsafe impl Sync for Api {}
 
 static API: OnceLock<Api> = OnceLock::new();
+
+/// The Python exception the spec asks for, for an error: BufferError for
+/// what cannot be exchanged (dtype, layout, device, read-only, byte order),
+/// ValueError for bad values, MemoryError, RuntimeError for CUDA.
+pub fn exception_kind(e: &Error) -> Exc {
+    match e.kind() {
+        ErrorKind::NullArgument
+        | ErrorKind::InvalidArgument
+        | ErrorKind::InvalidTypestr
+        | ErrorKind::InvalidNdim
+        | ErrorKind::InvalidShape => Exc::Value,
+        ErrorKind::OutOfMemory => Exc::Memory,
+        ErrorKind::Cuda | ErrorKind::CudaUnavailable => Exc::Runtime,
+        _ => Exc::Buffer,
+    }
+}
 
 /// The registered table, or an error before `register`.
 pub fn get() -> Result<&'static Api> {
@@ -332,18 +349,8 @@ impl Api {
     /// # Safety
     /// The GIL must be held.
     pub unsafe fn raise(&self, e: &Error) {
-        let exc = match e.kind() {
-            ErrorKind::NullArgument
-            | ErrorKind::InvalidArgument
-            | ErrorKind::InvalidTypestr
-            | ErrorKind::InvalidNdim
-            | ErrorKind::InvalidShape => Exc::Value,
-            ErrorKind::OutOfMemory => Exc::Memory,
-            ErrorKind::Cuda | ErrorKind::CudaUnavailable => Exc::Runtime,
-            _ => Exc::Buffer,
-        };
         // SAFETY: GIL held by contract.
-        unsafe { self.raise_as(exc, e.message()) }
+        unsafe { self.raise_as(exception_kind(e), e.message()) }
     }
 
     /// Sets the exception `exc` with `message`.

@@ -9,6 +9,7 @@
 //! | [`object`] | GIL token, owned / borrowed references, checked calls |
 //! | [`args`] | keyword binding; the `copy`, device, dtype and stream rules |
 //! | [`capsule`] | DLPack capsules, both ways |
+//! | [`exchange`] | DLPack 1.3's C exchange API, producer and consumer |
 //! | [`interface`] | `__array_interface__` dict, `__array_struct__`, buffers |
 //! | [`tensor_type`] | the `Tensor` type (PyType_FromSpec) |
 //! | [`module`] | `from_dlpack` and the namespace the package imports |
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod args;
 pub mod capsule;
+pub mod exchange;
 pub mod interface;
 pub mod module;
 pub mod object;

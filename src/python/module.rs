@@ -13,6 +13,7 @@ use dlpark::ffi::{DLDevice, DLDeviceType};
 use super::api::{self, Exc, Obj, PyMethodDef, PyObject};
 use super::args::{self, Call, Signature};
 use super::capsule;
+use super::exchange;
 use super::interface;
 use super::object::{Kept, Owned, Py, PyResult, Ref, entry_object};
 use super::tensor_type::{self, moved};
@@ -156,6 +157,15 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
         let t = capsule::import(py, x)?;
         return tensor_type::wrap(py, honour(py, t, target, copy)?);
     }
+    // DLPack 1.3's C exchange API, when the producer's type publishes one
+    // (PyTorch, dlbridge itself): one C call instead of __dlpack__.
+    if target.is_none()
+        && copy.is_none()
+        && !is_host_type(x.type_of())
+        && let Some(api) = exchange::table_of(py, x)
+    {
+        return tensor_type::wrap(py, exchange::import_through(py, api, x)?);
+    }
     let c = constants(py)?;
     let stream = if is_host_type(x.type_of()) {
         None
@@ -247,9 +257,10 @@ enum Function {
     HostTypes,
     RaiseLast,
     Typestr,
+    ExchangeCalls,
 }
 
-const FUNCTIONS: [(Function, &CStr); 11] = [
+const FUNCTIONS: [(Function, &CStr); 12] = [
     (Function::FromDlpack, c"from_dlpack"),
     (Function::Adopt, c"adopt"),
     (Function::FromBuffer, c"from_buffer"),
@@ -261,6 +272,7 @@ const FUNCTIONS: [(Function, &CStr); 11] = [
     (Function::HostTypes, c"host_types"),
     (Function::RaiseLast, c"raise_last"),
     (Function::Typestr, c"typestr"),
+    (Function::ExchangeCalls, c"exchange_api_calls"),
 ];
 
 macro_rules! defs {
@@ -295,6 +307,8 @@ on. A capsule can be consumed once.";
     c"typestr" => dispatch: c"typestr(typestr, dtype=None, /)\n--\n\nWhether an array-interface typestr is in the other byte order \
 (True: its data must be byte-swapped); BufferError for kinds DLPack cannot carry, ValueError for a malformed \
 one. dtype names the type of a raw-byte (\"V\") typestr.";
+    c"exchange_api_calls" => dispatch: c"exchange_api_calls()\n--\n\nHow many tensors consumers took out of \
+dlbridge.Tensor objects through the C exchange API (__dlpack_c_exchange_api__) so far.";
 }
 
 /// `from_dlpack`, the hot path: its own definition (no dispatch).
@@ -329,11 +343,12 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                 let (_, swapped) = py.ok(crate::array_interface::parse_typestr_order(text, hint))?;
                 return Ok(py.bool(swapped));
             }
-            if matches!(function, Function::HostTypes | Function::RaiseLast) {
+            if matches!(function, Function::HostTypes | Function::RaiseLast | Function::ExchangeCalls) {
                 static NONE: Signature<0> = Signature::new("function", 0, []);
                 call.bind(py, &NONE)?;
                 return match function {
                     Function::HostTypes => host_types(py),
+                    Function::ExchangeCalls => py.uint(exchange::produced()),
                     _ => {
                         let e = crate::ffi::guard::last_error_value().unwrap_or_else(|| {
                             crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge")
@@ -374,7 +389,11 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                     let d = args::dtype(py, arg)?.raw();
                     py.tuple([py.int(i64::from(d.code.0)), py.int(i64::from(d.bits)), py.int(i64::from(d.lanes))])
                 }
-                Function::FromDlpack | Function::HostTypes | Function::RaiseLast | Function::Typestr => {
+                Function::FromDlpack
+                | Function::HostTypes
+                | Function::RaiseLast
+                | Function::Typestr
+                | Function::ExchangeCalls => {
                     unreachable!("answered above")
                 }
             }
@@ -397,6 +416,8 @@ fn namespace(py: Py<'_>) -> PyResult<Owned> {
     items.push((c"TensorBase", Ok(py.retain(base))));
     let names = Device::names().iter().map(|(kind, name)| py.tuple([py.int(i64::from(kind.0)), py.str(name)]));
     items.push((c"device_names", py.tuple(names)));
+    let host = Device::names().iter().filter(|(kind, _)| Device::is_host_kind(*kind));
+    items.push((c"host_device_types", py.tuple(host.map(|(kind, _)| py.int(i64::from(kind.0))))));
     items.push((c"ml_dtypes", py.tuple(DType::ml_dtypes_names().map(|n| py.str(n)))));
     let release: unsafe extern "C" fn(*mut c_void) = interface::release_object;
     items.push((c"decref_release", py.uint(release as usize as u64)));

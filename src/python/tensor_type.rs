@@ -208,6 +208,15 @@ pub fn create(py: Py<'_>) -> PyResult<Ref<'_>> {
     };
     // SAFETY: GIL held (token); the spec is complete and its tables static.
     let tp = py.owned(unsafe { (py.api().type_from_spec)(&mut spec) })?;
+    // DLPack 1.3's C exchange API, published on the type (subclasses inherit it).
+    let table = super::exchange::capsule(py)?;
+    // SAFETY: GIL held; a type that allows attributes to be set (not immutable).
+    if unsafe {
+        (py.api().set_attr_string)(tp.as_ref().as_ptr(), c"__dlpack_c_exchange_api__".as_ptr(), table.as_ref().as_ptr())
+    } != 0
+    {
+        return Err(py.already_raised());
+    }
     let _ = BASE.set(Kept::new(tp));
     Ok(BASE.get().expect("just set").get(py))
 }

@@ -1,0 +1,149 @@
+"""DLPack 1.3's C exchange API (`__dlpack_c_exchange_api__`), both sides:
+dlbridge.Tensor publishes a table that real consumers use (tvm-ffi, a C
+extension built here that drives every function as a kernel launcher
+would), and dlbridge.from_dlpack takes tensors through a producer's table
+(PyTorch 2.15's) instead of __dlpack__."""
+
+import ctypes
+import pathlib
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+
+import dlbridge
+from _optional import needs_torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+class Header(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32), ("prev_api", ctypes.c_void_p)]
+
+
+class Table(ctypes.Structure):
+    _fields_ = [("header", Header)] + [(name, ctypes.c_void_p) for name in (
+        "managed_tensor_allocator", "managed_tensor_from_py_object_no_sync", "managed_tensor_to_py_object_no_sync",
+        "dltensor_from_py_object_no_sync", "current_work_stream")]
+
+
+def table_of(tp):
+    capsule = tp.__dlpack_c_exchange_api__
+    get = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_GetPointer", ctypes.pythonapi))
+    return Table.from_address(get(capsule, b"dlpack_exchange_api"))
+
+
+def test_the_tensor_type_publishes_a_complete_table():
+    t = dlbridge.zeros((2,), "float32")
+    assert "__dlpack_c_exchange_api__" in vars(type(t).__mro__[1])  # on the library's type, inherited
+    table = table_of(type(t))
+    assert (table.header.major, table.header.minor, table.header.prev_api) == (1, 3, None)
+    for name, _ in Table._fields_[1:]:
+        assert getattr(table, name), f"{name} is NULL"
+    # One table for the process: the same address every time.
+    assert ctypes.addressof(table_of(dlbridge.Tensor)) == ctypes.addressof(table)
+
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory):
+    """The C extension, compiled against the official DLPack 1.3 header
+    (the one apache-tvm-ffi's wheel ships) and this interpreter's Python.h."""
+    tvm_ffi = pytest.importorskip("tvm_ffi", reason="apache-tvm-ffi (whose wheel ships dlpack.h 1.3) is not installed")
+    include = pathlib.Path(tvm_ffi.__file__).parent / "include"
+    if not (include / "dlpack" / "dlpack.h").is_file():
+        pytest.skip(f"no dlpack/dlpack.h under {include}")
+    out = tmp_path_factory.mktemp("ext")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    target = out / f"exchange_ext{suffix}"
+    cc = sysconfig.get_config_var("CC").split()[0] or "cc"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", f"-I{sysconfig.get_paths()['include']}",
+                    f"-I{include}", str(HERE / "exchange_ext.c"), "-o", str(target)], check=True)
+    sys.path.insert(0, str(out))
+    try:
+        import exchange_ext
+    finally:
+        sys.path.remove(str(out))
+    return exchange_ext
+
+
+def test_a_c_extension_drives_every_function_of_the_table(ext, no_leak):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = dlbridge.from_dlpack(a)
+    before = dlbridge._lib.native["exchange_api_calls"]()
+    # dltensor_from_py_object_no_sync + current_work_stream (CPU: NULL).
+    assert ext.launch(t) == (66.0, 2, None)
+    assert ext.launch(dlbridge.from_dlpack(a[:, ::2])) == (float(a[:, ::2].sum()), 2, None)  # strided
+    assert ext.launch(dlbridge.from_dlpack(a.T)) == (66.0, 2, None)
+    # managed_tensor_from_py_object_no_sync + managed_tensor_to_py_object_no_sync.
+    kept = ext.keep(t)
+    assert type(kept) is dlbridge.Tensor and kept.data_ptr == t.data_ptr and kept.shape == (3, 4)
+    ext.release(t)  # a managed export, deleted by the consumer
+    assert dlbridge._lib.native["exchange_api_calls"]() == before + 5
+    # managed_tensor_allocator: dlbridge memory, written by the "kernel".
+    made = ext.allocate(t, (2, 3))
+    assert type(made) is dlbridge.Tensor and made.shape == (2, 3) and made.dtype == "float32"
+    assert made.numpy().tolist() == [[0, 1, 2], [3, 4, 5]] and made.data_ptr % 256 == 0
+    # Errors come back through SetError, with the Python exception's name
+    # (an unsupported dtype is a BufferError, as everywhere in dlbridge).
+    with pytest.raises(BufferError, match="BufferError: dtype code 2 does not allow bits=31"):
+        ext.allocate_bad(t)
+    # Another type's object given to dlbridge's table: TypeError, not a crash.
+    class Impostor:
+        __dlpack_c_exchange_api__ = dlbridge.Tensor.__dlpack_c_exchange_api__
+    with pytest.raises(TypeError, match="dlbridge.Tensor objects only"):
+        ext.launch(Impostor())
+    del t, kept, made
+
+
+def test_tvm_ffi_takes_dlbridge_tensors_through_the_table(no_leak):
+    tvm_ffi = pytest.importorskip("tvm_ffi", reason="apache-tvm-ffi is not installed")
+    a = np.arange(6, dtype=np.float32)
+    t = dlbridge.from_dlpack(a)
+    before = dlbridge._lib.native["exchange_api_calls"]()
+    v = tvm_ffi.from_dlpack(t)
+    assert dlbridge._lib.native["exchange_api_calls"]() > before, "tvm-ffi did not use the exchange API"
+    assert np.from_dlpack(v).ctypes.data == a.ctypes.data
+    # And back: tvm-ffi's tensor into dlbridge (tvm-ffi publishes no table: __dlpack__).
+    assert dlbridge.from_dlpack(v).data_ptr == a.ctypes.data
+    del t, v
+
+
+@needs_torch
+def test_from_dlpack_uses_torchs_table_not_its_dunder(monkeypatch, no_leak):
+    import torch
+
+    assert hasattr(torch.Tensor, "__dlpack_c_exchange_api__"), "PyTorch publishes no exchange API"
+    calls = []
+    original = torch.Tensor.__dlpack__
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "__dlpack__", spy)
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)[:, 1:]
+    t = dlbridge.from_dlpack(x)
+    assert calls == [], "dlbridge.from_dlpack called torch's __dlpack__"
+    assert (t.data_ptr, t.shape, t.strides, t.dtype) == (x.data_ptr(), (3, 3), (4, 1), "float32")
+    assert t.numpy().tolist() == x.numpy().tolist()
+    # A request for a copy or a device still goes through __dlpack__ (the table has no such request).
+    assert dlbridge.from_dlpack(x, copy=True).data_ptr != x.data_ptr() and calls == [1]
+    # Through its table PyTorch hands out tensors that require grad (its
+    # __dlpack__ refuses them); dlbridge takes what the table gives, as tvm-ffi does.
+    g = torch.ones(2, requires_grad=True)
+    assert dlbridge.from_dlpack(g).data_ptr == g.data_ptr() and calls == [1]
+    del t
+
+
+@needs_torch
+def test_torch_memory_stays_alive_through_the_table(no_leak):
+    import torch
+
+    x = torch.arange(1 << 16, dtype=torch.float64)
+    t = dlbridge.from_dlpack(x)
+    del x
+    junk = [torch.full((1 << 16,), 7.0, dtype=torch.float64) for _ in range(8)]
+    assert t.numpy()[:3].tolist() == [0.0, 1.0, 2.0] and t.numpy()[-1] == (1 << 16) - 1
+    del t, junk

@@ -1,0 +1,294 @@
+//! DLPack 1.3's C exchange API, both sides.
+//!
+//! Producer: `TensorBase.__dlpack_c_exchange_api__` is a capsule named
+//! "dlpack_exchange_api" holding [`TABLE`], a static `DLPackExchangeAPI`
+//! (version 1.3, no older table chained): a consumer (tvm-ffi, CuTe DSL, a
+//! kernel launcher) converts a `dlbridge.Tensor` with one C call instead of
+//! `__dlpack__`. Every function is called with the GIL held and returns 0,
+//! or -1 with a Python exception set; none synchronises a stream.
+//!
+//! Consumer: `from_dlpack(x)` asks `type(x).__dlpack_c_exchange_api__`
+//! first (the answer cached per type) and takes the tensor through the
+//! producer's table, ordering its own work after the producer's current
+//! stream where streams apply.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use dlpark::ffi::{DLDevice, DLDeviceType, DLManagedTensorVersioned, DLPackVersion, DLTensor};
+
+use super::api::{Exc, PyObject};
+use super::object::{Kept, Owned, Py, PyResult, Ref, entry};
+use super::tensor_type;
+use crate::device::Device;
+use crate::dlpack::{export, import};
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind};
+use crate::tensor::Tensor;
+
+/// The capsule name the spec fixes.
+pub const CAPSULE: &CStr = c"dlpack_exchange_api";
+
+/// `DLPackExchangeAPIHeader`.
+#[repr(C)]
+pub struct Header {
+    version: DLPackVersion,
+    prev_api: *mut Header,
+}
+
+type SetError = unsafe extern "C" fn(ctx: *mut c_void, kind: *const c_char, message: *const c_char);
+
+/// `DLPackExchangeAPI` (dlpack.h 1.3).
+#[repr(C)]
+pub struct ExchangeApi {
+    header: Header,
+    managed_tensor_allocator: Option<
+        unsafe extern "C" fn(*mut DLTensor, *mut *mut DLManagedTensorVersioned, *mut c_void, Option<SetError>) -> c_int,
+    >,
+    managed_tensor_from_py_object_no_sync:
+        Option<unsafe extern "C" fn(*mut c_void, *mut *mut DLManagedTensorVersioned) -> c_int>,
+    managed_tensor_to_py_object_no_sync:
+        Option<unsafe extern "C" fn(*mut DLManagedTensorVersioned, *mut *mut c_void) -> c_int>,
+    dltensor_from_py_object_no_sync: Option<unsafe extern "C" fn(*mut c_void, *mut DLTensor) -> c_int>,
+    current_work_stream: Option<unsafe extern "C" fn(DLDeviceType, i32, *mut *mut c_void) -> c_int>,
+}
+
+// SAFETY: immutable static data (function pointers; `prev_api` is NULL).
+unsafe impl Sync for ExchangeApi {}
+
+/// dlbridge's table, for the life of the process.
+pub static TABLE: ExchangeApi = ExchangeApi {
+    header: Header { version: DLPackVersion { major: 1, minor: 3 }, prev_api: std::ptr::null_mut() },
+    managed_tensor_allocator: Some(allocate),
+    managed_tensor_from_py_object_no_sync: Some(to_managed),
+    managed_tensor_to_py_object_no_sync: Some(from_managed),
+    dltensor_from_py_object_no_sync: Some(fill_dltensor),
+    current_work_stream: Some(current_stream),
+};
+
+/// Calls through the table's functions that took a tensor out of a
+/// `dlbridge.Tensor` (`managed_tensor_from_py_object_no_sync` and
+/// `dltensor_from_py_object_no_sync`): shows a consumer used the table.
+static PRODUCED: AtomicU64 = AtomicU64::new(0);
+
+/// How many tensors consumers took through the table so far.
+pub fn produced() -> u64 {
+    PRODUCED.load(Ordering::Relaxed)
+}
+
+/// The capsule published as `TensorBase.__dlpack_c_exchange_api__`.
+pub fn capsule(py: Py<'_>) -> PyResult<Owned> {
+    // SAFETY: GIL held (token); a static table and name, no destructor.
+    py.owned(unsafe { (py.api().capsule_new)((&raw const TABLE).cast_mut().cast(), CAPSULE.as_ptr(), None) })
+}
+
+/// The tensor of a `dlbridge.Tensor` argument (TypeError for anything else).
+fn tensor_arg<'a>(py: Py<'_>, o: *mut c_void) -> PyResult<&'a Tensor> {
+    // SAFETY: consumers pass a live object (the spec's contract).
+    let o = unsafe { Ref::from_ptr(o.cast()) };
+    match o.and_then(|o| tensor_type::tensor_of(py, o)) {
+        Some(t) => Ok(t),
+        None => Err(py.raise(Exc::Type, "dlbridge's DLPack exchange API takes dlbridge.Tensor objects only")),
+    }
+}
+
+/// `managed_tensor_allocator`: a new zero-filled dlbridge tensor shaped as
+/// the prototype (dtype, ndim, shape, device), on the CPU, a CUDA device or
+/// pinned memory. Errors go through `set_error` (kind: the Python
+/// exception's name).
+unsafe extern "C" fn allocate(
+    prototype: *mut DLTensor,
+    out: *mut *mut DLManagedTensorVersioned,
+    error_ctx: *mut c_void,
+    set_error: Option<SetError>,
+) -> c_int {
+    let made = std::panic::catch_unwind(|| {
+        if prototype.is_null() || out.is_null() {
+            return Err(Error::new(ErrorKind::NullArgument, "prototype and out must not be NULL"));
+        }
+        // SAFETY: a caller's prototype; only dtype, ndim, shape and device are read.
+        let p = unsafe { &*prototype };
+        let ndim = crate::layout::check_ndim(p.ndim)?;
+        // SAFETY: `shape` holds `ndim` values (the prototype's contract).
+        let shape = unsafe { crate::layout::dims_from_raw(p.shape, ndim) }.unwrap_or(&[]);
+        let t = Tensor::zeros(Device::target(p.device)?, DType::new(p.dtype)?, shape)?;
+        Ok(export::to_versioned(t))
+    });
+    let failure = match made {
+        Ok(Ok(mt)) => {
+            // SAFETY: checked non-NULL and writable by contract.
+            unsafe { out.write(mt) };
+            return 0;
+        }
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(ErrorKind::InvalidArgument, "internal error (panic) in dlbridge"),
+    };
+    if let Some(set_error) = set_error {
+        let kind = match super::api::exception_kind(&failure) {
+            Exc::Value => c"ValueError",
+            Exc::Memory => c"MemoryError",
+            Exc::Runtime => c"RuntimeError",
+            _ => c"BufferError",
+        };
+        let message = std::ffi::CString::new(failure.message().replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: the caller's callback and context, called once on failure.
+        unsafe { set_error(error_ctx, kind.as_ptr(), message.as_ptr()) };
+    }
+    -1
+}
+
+/// `managed_tensor_from_py_object_no_sync`: a versioned export of a
+/// `dlbridge.Tensor` (the consumer owns it and calls its deleter once).
+unsafe extern "C" fn to_managed(o: *mut c_void, out: *mut *mut DLManagedTensorVersioned) -> c_int {
+    // SAFETY: consumers call the table with the GIL held.
+    unsafe {
+        entry(-1, |py| {
+            let t = tensor_arg(py, o)?;
+            if out.is_null() {
+                return Err(py.raise(Exc::Value, "out must not be NULL"));
+            }
+            PRODUCED.fetch_add(1, Ordering::Relaxed);
+            out.write(export::to_versioned(t.clone()));
+            Ok(0)
+        })
+    }
+}
+
+/// `managed_tensor_to_py_object_no_sync`: a `dlbridge.Tensor` taking over
+/// (and validating) a managed tensor; on failure the tensor is freed.
+unsafe extern "C" fn from_managed(mt: *mut DLManagedTensorVersioned, out: *mut *mut c_void) -> c_int {
+    // SAFETY: consumers call the table with the GIL held.
+    unsafe {
+        entry(-1, |py| {
+            let Some(mt) = NonNull::new(mt) else {
+                return Err(py.raise(Exc::Value, "the managed tensor is NULL"));
+            };
+            // Taken over first: it is freed if anything below fails.
+            let t = py.ok(import::from_versioned(mt))?;
+            if out.is_null() {
+                return Err(py.raise(Exc::Value, "out must not be NULL"));
+            }
+            out.write(tensor_type::wrap(py, t)?.into_ptr().cast());
+            Ok(0)
+        })
+    }
+}
+
+/// `dltensor_from_py_object_no_sync`: the view of a `dlbridge.Tensor` in a
+/// caller's DLTensor; its shape and strides point into the tensor, valid
+/// while the object lives (at least until control returns to Python).
+unsafe extern "C" fn fill_dltensor(o: *mut c_void, out: *mut DLTensor) -> c_int {
+    // SAFETY: consumers call the table with the GIL held.
+    unsafe {
+        entry(-1, |py| {
+            let t = tensor_arg(py, o)?;
+            if out.is_null() {
+                return Err(py.raise(Exc::Value, "out must not be NULL"));
+            }
+            PRODUCED.fetch_add(1, Ordering::Relaxed);
+            out.write(t.dltensor());
+            Ok(0)
+        })
+    }
+}
+
+/// `current_work_stream`: NULL where streams do not apply; for CUDA and
+/// managed memory the legacy default stream, where dlbridge orders its work.
+unsafe extern "C" fn current_stream(kind: DLDeviceType, id: i32, out: *mut *mut c_void) -> c_int {
+    // SAFETY: consumers call the table with the GIL held.
+    unsafe {
+        entry(-1, |py| {
+            if out.is_null() {
+                return Err(py.raise(Exc::Value, "out must not be NULL"));
+            }
+            py.ok(Device::new(DLDevice { device_type: kind, device_id: id }))?;
+            let stream = if super::args::takes_stream(kind) { crate::cuda::LEGACY_STREAM } else { 0 };
+            out.write(stream as *mut c_void);
+            Ok(0)
+        })
+    }
+}
+
+/// Producer types seen by `from_dlpack`, with their table (NULL: none).
+/// Read without a lock; written under the GIL.
+static SEEN: [(AtomicPtr<PyObject>, AtomicPtr<ExchangeApi>); 8] =
+    [const { (AtomicPtr::new(std::ptr::null_mut()), AtomicPtr::new(std::ptr::null_mut())) }; 8];
+
+/// The exchange table of `x`'s type, if it publishes one for DLPack 1.x
+/// (cached per type: a reference to the type is kept). None: use
+/// `__dlpack__`.
+pub fn table_of(py: Py<'_>, x: Ref<'_>) -> Option<&'static ExchangeApi> {
+    let tp = x.type_of();
+    if let Some((_, api)) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
+        // SAFETY: a table pointer a producer published for the process (or NULL).
+        return unsafe { api.load(Ordering::Relaxed).as_ref() };
+    }
+    let found = lookup(py, tp);
+    if let Some(slot) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
+        slot.1.store(found.map_or(std::ptr::null_mut(), |a| std::ptr::from_ref(a).cast_mut()), Ordering::Relaxed);
+        slot.0.store(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
+    }
+    found
+}
+
+/// `tp.__dlpack_c_exchange_api__`, walked along `prev_api` to a table of
+/// major version 1; any error is cleared (then None).
+fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<&'static ExchangeApi> {
+    let Ok(capsule) = py.getattr_str(tp, c"__dlpack_c_exchange_api__") else {
+        py.clear_error();
+        return None;
+    };
+    // SAFETY: GIL held; GetPointer checks the object and the name.
+    let mut header =
+        unsafe { (py.api().capsule_get_pointer)(capsule.as_ref().as_ptr(), CAPSULE.as_ptr()) }.cast::<Header>();
+    if header.is_null() {
+        py.clear_error();
+        return None;
+    }
+    // SAFETY: published tables live for the process (the spec's rule); each
+    // header's `prev_api` is NULL or another table.
+    unsafe {
+        while !header.is_null() && (*header).version.major != 1 {
+            header = (*header).prev_api;
+        }
+        let api = header.cast::<ExchangeApi>().as_ref()?;
+        // The functions a consumer needs must be there.
+        (api.managed_tensor_from_py_object_no_sync.is_some()).then_some(api)
+    }
+}
+
+/// Takes `x`'s tensor through its type's table: a versioned managed tensor
+/// imported (validated) here, with dlbridge's stream (the legacy default)
+/// ordered after the producer's current work stream where streams apply.
+pub fn import_through(py: Py<'_>, api: &ExchangeApi, x: Ref<'_>) -> PyResult<Tensor> {
+    let from = api.managed_tensor_from_py_object_no_sync.expect("checked in lookup");
+    let mut mt: *mut DLManagedTensorVersioned = std::ptr::null_mut();
+    // SAFETY: GIL held (token); `x` is an object of the table's type.
+    if unsafe { from(x.as_ptr().cast(), &mut mt) } != 0 {
+        return Err(py.already_raised());
+    }
+    let Some(mt) = NonNull::new(mt) else {
+        return Err(py.raise(Exc::Buffer, "the producer's exchange API returned no tensor"));
+    };
+    // SAFETY: an owning managed tensor the producer handed over.
+    let t = py.ok(unsafe { import::from_versioned(mt) })?;
+    let device = t.device();
+    if super::args::takes_stream(device.kind()) {
+        let Some(current) = api.current_work_stream else {
+            return Ok(t);
+        };
+        let mut stream: *mut c_void = std::ptr::null_mut();
+        // SAFETY: GIL held; the producer's function, as the spec calls it.
+        if unsafe { current(device.kind(), device.id(), &mut stream) } != 0 {
+            return Err(py.already_raised());
+        }
+        // NULL: the producer's default (legacy) stream, already ours.
+        if !stream.is_null() {
+            let cuda = py.ok(Device::cuda(device.id()))?;
+            let stream = stream as usize;
+            py.ok(py.without_gil(|| crate::cuda::stream_wait(cuda, crate::cuda::LEGACY_STREAM, stream)))?;
+        }
+    }
+    Ok(t)
+}
