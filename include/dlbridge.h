@@ -221,6 +221,11 @@ typedef struct DLPackExchangeAPI {
 typedef struct DLManagedTensorVersioned DLManagedTensorVersioned;
 #endif
 
+// `dlb_tensor_from_pyobject` flag: a copy is allowed where sharing is
+// impossible (data in the other byte order, an `__array__` result);
+// without it such objects are refused (DLB_ERR_PYTHON, BufferError).
+#define DLB_PY_ALLOW_COPY 1
+
 // Most dimensions a tensor may have.
 #define DLB_MAX_NDIM 64
 
@@ -273,6 +278,9 @@ typedef enum dlb_status {
   DLB_ERR_CUDA = 17,
   // A bug in dlbridge was caught at the ABI boundary (a Rust panic).
   DLB_ERR_PANIC = 18,
+  // Python raised an exception (the Python entry points only): it stays
+  // set for the caller, and the message repeats it.
+  DLB_ERR_PYTHON = 19,
 } dlb_status;
 
 // An opaque tensor handle: a view of memory (shape, strides, dtype,
@@ -392,6 +400,37 @@ enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 // per-device memory pools (up to 2 GiB each is kept). Memory in use is
 // untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
 enum dlb_status dlb_cuda_empty_cache(void);
+
+// A new handle over the memory of any Python object that shares it: a
+// `dlbridge.Tensor`, a DLPack capsule, an object whose type publishes
+// DLPack 1.3's C exchange API (PyTorch), or anything `dlbridge.asarray`
+// takes (`__dlpack__`, `__cuda_array_interface__`, `__array_interface__`,
+// the buffer protocol, `__array__`); the fastest protocol the object has
+// is used. Zero copy; `flags` may allow copies (`DLB_PY_ALLOW_COPY`). The
+// handle keeps the memory alive (and the object, where that is what owns
+// it), on any thread, until `dlb_tensor_free`.
+//
+// For CPython extension modules: call with the GIL held, from the process
+// whose interpreter imported (or can import) the `dlbridge` package, and
+// link the library that package loads (`dlbridge.capi.path`), so both use
+// one copy of dlbridge. On failure `*out` is untouched, the status is
+// DLB_ERR_PYTHON (or another for bad arguments) and a Python exception is
+// set as well, so the extension can return NULL.
+//
+// # Safety
+// The GIL is held; `obj` is NULL or a live `PyObject *`; `out` is NULL or
+// writable.
+enum dlb_status dlb_tensor_from_pyobject(void *obj, uint32_t flags, struct dlb_tensor **out);
+
+// A new reference to a `dlbridge.Tensor` holding the tensor of `t` (the
+// handle stays the caller's: free it as usual). For returning results
+// from a CPython extension; the `dlbridge` package is imported if it was
+// not. Same rules as `dlb_tensor_from_pyobject` (GIL, one library copy,
+// DLB_ERR_PYTHON with the exception set on failure).
+//
+// # Safety
+// The GIL is held; `t` is NULL or a live handle; `out` is NULL or writable.
+enum dlb_status dlb_tensor_to_pyobject(const struct dlb_tensor *t, void **out);
 
 // The name of a status code ("DLB_OK", "DLB_ERR_NULL_ARGUMENT", ...), or
 // "DLB_UNKNOWN_STATUS" for a number that is not one. The string is static:

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     CudaUnavailable,
     /// A CUDA driver call failed.
     Cuda,
+    /// Python raised (the exception stays set for the caller).
+    Python,
 }
 
 /// An error: a kind and a detailed message.

@@ -149,9 +149,15 @@ C_API = {
     "dlb_cuda_stream_wait": (c_int, c_int32, c_uint64, c_uint64),
     "dlb_cuda_pointer_device": (c_int, c_void_p, POINTER(c_int32)),
     "dlb_cuda_empty_cache": (c_int,),
+    # For CPython extensions: these take PyObject* and need the GIL held, so
+    # they are declared on the PyDLL handle (`lib`), not on `nogil`.
+    "dlb_tensor_from_pyobject": (c_int, py_object, c_uint32, _out),
+    "dlb_tensor_to_pyobject": (c_int, _handle, POINTER(py_object)),
 }
+#: The functions that run with the GIL held (declared on `lib`).
+WITH_GIL = frozenset(("dlb_tensor_from_pyobject", "dlb_tensor_to_pyobject"))
 for _name, (_restype, *_argtypes) in C_API.items():
-    _f = getattr(nogil, _name)
+    _f = getattr(lib if _name in WITH_GIL else nogil, _name)
     _f.restype, _f.argtypes = _restype, _argtypes
 
 # The calls the package makes (the caller's objects keep the memory alive

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _lib
 
-__all__ = ["lib", "path", "DLDevice", "DLDataType", "DLTensor", "DLPackVersion", "DLManagedTensor",
+__all__ = ["lib", "pylib", "path", "DLDevice", "DLDataType", "DLTensor", "DLPackVersion", "DLManagedTensor",
            "DLManagedTensorVersioned", "dlb_array_interface", "dlb_release_fn", "STATUS", "DLBError", "check",
            "take_capsule", "to_tensor"]
 
@@ -33,6 +33,10 @@ path = _lib.path
 #: The library, through CDLL: its calls release the GIL. Every public
 #: function is declared (the table is `_lib.C_API`, which the package uses too).
 lib = _lib.nogil
+#: The same library through PyDLL (the GIL stays held): for the functions
+#: that take Python objects, `dlb_tensor_from_pyobject` and
+#: `dlb_tensor_to_pyobject` (declared here, with `py_object` arguments).
+pylib = _lib.lib
 _DECLARATIONS = _lib.C_API
 
 DLDevice = _lib.DLDevice

@@ -8,5 +8,6 @@
 pub mod array_interface;
 pub mod cuda;
 pub mod guard;
+pub mod pyobject;
 pub mod status;
 pub mod tensor;

@@ -66,6 +66,9 @@ pub enum dlb_status {
     DLB_ERR_CUDA = 17,
     /// A bug in dlbridge was caught at the ABI boundary (a Rust panic).
     DLB_ERR_PANIC = 18,
+    /// Python raised an exception (the Python entry points only): it stays
+    /// set for the caller, and the message repeats it.
+    DLB_ERR_PYTHON = 19,
 }
 
 impl From<ErrorKind> for dlb_status {
@@ -89,6 +92,7 @@ impl From<ErrorKind> for dlb_status {
             ErrorKind::OutOfMemory => DLB_ERR_OUT_OF_MEMORY,
             ErrorKind::CudaUnavailable => DLB_ERR_CUDA_UNAVAILABLE,
             ErrorKind::Cuda => DLB_ERR_CUDA,
+            ErrorKind::Python => DLB_ERR_PYTHON,
         }
     }
 }
@@ -118,6 +122,7 @@ pub extern "C" fn dlb_status_name(status: c_int) -> *const c_char {
         16 => c"DLB_ERR_CUDA_UNAVAILABLE",
         17 => c"DLB_ERR_CUDA",
         18 => c"DLB_ERR_PANIC",
+        19 => c"DLB_ERR_PYTHON",
         _ => c"DLB_UNKNOWN_STATUS",
     };
     name.as_ptr()
@@ -187,15 +192,16 @@ mod tests {
     fn every_status_has_its_own_name() {
         use std::ffi::CStr;
         let mut names = std::collections::HashSet::new();
-        for code in 0..=18 {
+        for code in 0..=19 {
             // SAFETY: static NUL-terminated strings.
             let name = unsafe { CStr::from_ptr(dlb_status_name(code)) }.to_str().unwrap();
             assert!(name.starts_with("DLB_") && name != "DLB_UNKNOWN_STATUS", "{code}");
             assert!(names.insert(name));
         }
         // SAFETY: as above.
-        let unknown = unsafe { CStr::from_ptr(dlb_status_name(19)) };
+        let unknown = unsafe { CStr::from_ptr(dlb_status_name(20)) };
         assert_eq!(unknown.to_str().unwrap(), "DLB_UNKNOWN_STATUS");
         assert_eq!(dlb_status::DLB_ERR_PANIC as i32, 18);
+        assert_eq!(dlb_status::DLB_ERR_PYTHON as i32, 19);
     }
 }

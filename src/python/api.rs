@@ -209,6 +209,11 @@ python_api! {
         err_occurred: "PyErr_Occurred" => fn() -> Obj;
         err_matches: "PyErr_ExceptionMatches" => fn(Obj) -> c_int;
         err_clear: "PyErr_Clear" => fn();
+        err_fetch: "PyErr_Fetch" => fn(*mut Obj, *mut Obj, *mut Obj);
+        err_normalize: "PyErr_NormalizeException" => fn(*mut Obj, *mut Obj, *mut Obj);
+        err_restore: "PyErr_Restore" => fn(Obj, Obj, Obj);
+        str: "PyObject_Str" => fn(Obj) -> Obj;
+        import_module: "PyImport_ImportModule" => fn(*const c_char) -> Obj;
         incref: "Py_IncRef" => fn(Obj);
         decref: "Py_DecRef" => fn(Obj);
         gil_ensure: "PyGILState_Ensure" => fn() -> c_int;

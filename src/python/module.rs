@@ -445,3 +445,46 @@ pub unsafe extern "C" fn dlb_py_module() -> *mut c_void {
     // SAFETY: forwarded contract.
     unsafe { entry_object(namespace) }.cast()
 }
+
+/// The `dlbridge` package, imported (so its `Tensor` class is registered):
+/// what the C entry points for extension authors need.
+fn package(py: Py<'_>) -> PyResult<Owned> {
+    // SAFETY: GIL held (token).
+    py.owned(unsafe { (py.api().import_module)(c"dlbridge".as_ptr()) })
+}
+
+/// A tensor over any Python object that shares memory: a `dlbridge.Tensor`,
+/// a DLPack capsule, a producer with the C exchange API (all answered
+/// here), or anything `dlbridge.asarray` takes (`__dlpack__`, the array
+/// interfaces, buffers, `__array__`). Without `allow_copy`, whatever would
+/// need a copy is refused (BufferError).
+pub fn tensor_from_object(py: Py<'_>, obj: Ref<'_>, allow_copy: bool) -> PyResult<Tensor> {
+    if let Some(t) = tensor_type::tensor_of(py, obj) {
+        return Ok(t.clone());
+    }
+    if py.is_exactly(obj, py.api().capsule_type) {
+        return capsule::import(py, obj);
+    }
+    if let Some(api) = exchange::table_of(py, obj) {
+        return exchange::import_through(py, api, obj);
+    }
+    let asarray = py.getattr_str(package(py)?.as_ref(), c"asarray")?;
+    let copy = if allow_copy { py.none() } else { py.bool(false) };
+    let names = py.tuple([py.str("copy")])?;
+    let made = py.call(asarray.as_ref(), &[obj, copy.as_ref()], Some(names.as_ref()))?;
+    match tensor_type::tensor_of(py, made.as_ref()) {
+        Some(t) => Ok(t.clone()),
+        None => Err(py.raise(
+            Exc::Runtime,
+            "dlbridge.asarray made a tensor of another copy of libdlbridge: link the library the dlbridge \
+             package loads (dlbridge.capi.path)",
+        )),
+    }
+}
+
+/// A new `dlbridge.Tensor` holding `tensor` (the package is imported first,
+/// so the object is of its class).
+pub fn tensor_to_object(py: Py<'_>, tensor: &Tensor) -> PyResult<Owned> {
+    package(py)?;
+    tensor_type::wrap(py, tensor.clone())
+}

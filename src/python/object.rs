@@ -412,6 +412,31 @@ impl<'py> Py<'py> {
         !self.error_set().is_null() && unsafe { (self.api.err_matches)(self.api.exception(exc)) } != 0
     }
 
+    /// "TypeError: message" for the exception set (which stays set);
+    /// None when there is none.
+    pub fn error_text(self) -> Option<String> {
+        let (mut kind, mut value, mut traceback) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: GIL held (token); Fetch takes the exception's references,
+        // which Restore gives back (nothing else consumes them).
+        unsafe {
+            (self.api.err_fetch)(&mut kind, &mut value, &mut traceback);
+            let kind_ref = Ref::from_ptr(kind)?;
+            (self.api.err_normalize)(&mut kind, &mut value, &mut traceback);
+            let name = self
+                .getattr_str(Ref::from_ptr(kind).unwrap_or(kind_ref), c"__name__")
+                .and_then(|n| self.utf8(n.as_ref()).map(String::from))
+                .unwrap_or_else(|_| "Exception".into());
+            self.clear_error();
+            let message = Ref::from_ptr(value)
+                .and_then(|v| self.owned((self.api.str)(v.as_ptr())).ok())
+                .and_then(|s| self.utf8(s.as_ref()).map(String::from).ok())
+                .unwrap_or_default();
+            self.clear_error();
+            (self.api.err_restore)(kind, value, traceback);
+            Some(if message.is_empty() { name } else { format!("{name}: {message}") })
+        }
+    }
+
     /// Clears the exception set (if any).
     pub fn clear_error(self) {
         // SAFETY: GIL held.
