@@ -621,6 +621,20 @@ enum dlb_status dlb_tensor_copy(const struct dlb_tensor *t, DLDevice device, str
 // `t` must be NULL or a live handle; `out` must be NULL or writable.
 enum dlb_status dlb_tensor_astype(const struct dlb_tensor *t, DLDataType dtype, struct dlb_tensor **out);
 
+// A compact row-major copy of sub-byte data (int2/uint2, int4/uint4,
+// float4_e2m1fn, float6_e2m3fn, float6_e3m2fn) in new CPU memory, stored
+// `padded` (one element per byte, in its low bits, the rest zero:
+// DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED, how NumPy / ml_dtypes keep
+// them) or packed (DLPack's default: element i takes bits i * bits of the
+// buffer, little bit-endian: with 4 bits element 0 is the low nibble of
+// byte 0). DLPACK_FLAG_BITMASK_IS_COPIED is set. Other dtypes:
+// DLB_ERR_UNSUPPORTED_DTYPE. Host memory only. On failure `*out` is
+// untouched.
+//
+// # Safety
+// `t` must be NULL or a live handle; `out` must be NULL or writable.
+enum dlb_status dlb_tensor_repack(const struct dlb_tensor *t, bool padded, struct dlb_tensor **out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

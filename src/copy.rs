@@ -125,6 +125,79 @@ fn gather_on_host(src: &Tensor) -> Result<Tensor> {
     contiguous(&view)
 }
 
+/// A compact row-major copy of sub-byte data (int2, int4, FP4, FP6, ...)
+/// in the other storage form: `padded` (one element per byte, in its low
+/// bits, the rest zero: how NumPy and ml_dtypes keep them; DLPack's
+/// IS_SUBBYTE_TYPE_PADDED) or packed (DLPack's default: element `i` takes
+/// bits `i * bits ..` of the buffer, little bit-endian, so with 4 bits
+/// element 0 is the low half of byte 0). IS_COPIED set; the same form is a
+/// plain compact copy. Host memory only.
+pub fn repack(src: &Tensor, padded: bool) -> Result<Tensor> {
+    let dtype = src.dtype();
+    if !dtype.is_subbyte() || dtype.raw().lanes != 1 {
+        bail!(UnsupportedDtype, "{dtype} is not a sub-byte scalar type: it has no packed or padded form");
+    }
+    let from_padded = src.flags().contains(Flags::SUBBYTE_PADDED);
+    if from_padded == padded {
+        return contiguous(src);
+    }
+    if !src.device().is_host_accessible() {
+        bail!(
+            UnsupportedDevice,
+            "repacking {} memory needs a device transfer; only host memory is repacked",
+            src.device()
+        );
+    }
+    let flags = Flags::IS_COPIED | if padded { Flags::SUBBYTE_PADDED } else { Flags::default() };
+    // Packed output is assembled with OR: it starts zeroed.
+    let dst = Tensor::zeros_with_flags(Device::CPU, dtype, src.shape(), flags)?;
+    let n = src.numel() as usize;
+    if n == 0 {
+        return Ok(dst);
+    }
+    let bits = dtype.element_bits() as usize;
+    // Padded elements in row-major order, one per byte.
+    let compact = if from_padded && !src.is_contiguous() { contiguous(src)? } else { src.clone() };
+    // SAFETY: each buffer holds the bytes its validated / fresh tensor says:
+    // n bytes padded, ceil(n * bits / 8) packed; they do not overlap.
+    unsafe {
+        let (from, to) = (compact.data().cast::<u8>().cast_const(), dst.data().cast::<u8>());
+        let packed_len = (n * bits).div_ceil(8);
+        if padded {
+            let packed = std::slice::from_raw_parts(from, packed_len);
+            unpack_bits(packed, std::slice::from_raw_parts_mut(to, n), bits);
+        } else {
+            let one_per_byte = std::slice::from_raw_parts(from, n);
+            pack_bits(one_per_byte, std::slice::from_raw_parts_mut(to, packed_len), bits);
+        }
+    }
+    Ok(dst)
+}
+
+/// Element `i` of `out` = bits `i * bits ..` of `packed` (little bit-endian).
+fn unpack_bits(packed: &[u8], out: &mut [u8], bits: usize) {
+    let mask = (1u16 << bits) - 1;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let (byte, shift) = ((i * bits) / 8, (i * bits) % 8);
+        let window = u16::from(packed[byte]) | packed.get(byte + 1).map_or(0, |b| u16::from(*b) << 8);
+        *slot = ((window >> shift) & mask) as u8;
+    }
+}
+
+/// The inverse of [`unpack_bits`]: the low `bits` of each byte of
+/// `one_per_byte`, packed into `out` (zeroed beforehand).
+fn pack_bits(one_per_byte: &[u8], out: &mut [u8], bits: usize) {
+    let mask = (1u16 << bits) - 1;
+    for (i, value) in one_per_byte.iter().enumerate() {
+        let (byte, shift) = ((i * bits) / 8, (i * bits) % 8);
+        let placed = (u16::from(*value) & mask) << shift;
+        out[byte] |= placed as u8;
+        if placed > 0xff {
+            out[byte + 1] |= (placed >> 8) as u8;
+        }
+    }
+}
+
 /// A compact row-major copy converted to `dtype`, as NumPy's `astype`:
 /// integers wrap, floats round to nearest even (float16/bfloat16 through
 /// the `half` crate), NaN and infinities are kept, complex to real keeps the
@@ -921,6 +994,37 @@ fn row_kernel(from: Scalar, to: Scalar) -> RowFn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sub_byte_data_packs_little_bit_endian_and_back() {
+        // int4: element 0 in the low half of byte 0.
+        let mut packed = [0u8; 2];
+        pack_bits(&[0x1, 0x2, 0xF, 0x7], &mut packed, 4);
+        assert_eq!(packed, [0x21, 0x7F]);
+        let mut back = [0u8; 4];
+        unpack_bits(&packed, &mut back, 4);
+        assert_eq!(back, [0x1, 0x2, 0xF, 0x7]);
+        // 6 bits: elements cross byte boundaries; against a naive bit loop.
+        let values: Vec<u8> = (0..37u8).map(|i| i.wrapping_mul(29) & 0x3f).collect();
+        let mut packed = vec![0u8; (37 * 6usize).div_ceil(8)];
+        pack_bits(&values, &mut packed, 6);
+        let mut naive = vec![0u8; packed.len()];
+        for (i, v) in values.iter().enumerate() {
+            for b in 0..6 {
+                if v >> b & 1 == 1 {
+                    naive[(i * 6 + b) / 8] |= 1 << ((i * 6 + b) % 8);
+                }
+            }
+        }
+        assert_eq!(packed, naive);
+        let mut back = vec![0u8; 37];
+        unpack_bits(&packed, &mut back, 6);
+        assert_eq!(back, values);
+        // Upper bits of a padded byte are not data: they are dropped.
+        let mut packed = [0u8; 1];
+        pack_bits(&[0xF3, 0x11, 0x02, 0xFF], &mut packed, 2);
+        assert_eq!(packed, [0b11_10_01_11]);
+    }
     use crate::tensor::tests::raw;
     use dlpark::ffi::DLDataType;
 

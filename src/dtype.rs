@@ -67,7 +67,7 @@ impl DType {
 
     /// Validates a foreign data type.
     ///
-    /// Accepted: int/uint of 4, 8, 16, 32, 64 bits; float of 16, 32, 64;
+    /// Accepted: int/uint of 2, 4, 8, 16, 32, 64 bits; float of 16, 32, 64;
     /// bfloat 16; complex 32, 64, 128; bool 8; the FP8 codes with 8 bits, the
     /// FP6 codes with 6 and FP4 with 4 (any other bits are refused, as the
     /// spec demands). `lanes >= 1`; a vector of sub-byte elements must fill
@@ -77,8 +77,8 @@ impl DType {
         // The common scalar types in a few instructions: for codes 0..=6, the
         // allowed power-of-two widths as a bit set over log2(bits).
         const SCALAR: [u8; 7] = [
-            0b111_1100,  // int: 4, 8, 16, 32, 64
-            0b111_1100,  // uint
+            0b111_1110,  // int: 2, 4, 8, 16, 32, 64
+            0b111_1110,  // uint
             0b111_0000,  // float: 16, 32, 64
             0,           // opaque handle: never
             0b001_0000,  // bfloat: 16
@@ -93,7 +93,7 @@ impl DType {
         }
         let DLDataType { code, bits, lanes } = dt;
         let allowed: &[u8] = match code {
-            Code::INT | Code::UINT => &[4, 8, 16, 32, 64],
+            Code::INT | Code::UINT => &[2, 4, 8, 16, 32, 64],
             Code::FLOAT => &[16, 32, 64],
             Code::BFLOAT => &[16],
             Code::COMPLEX => &[32, 64, 128],
@@ -154,15 +154,11 @@ impl DType {
         self.to_string()
     }
 
-    /// Whether NumPy itself lacks this type (bfloat16, FP8, FP6, FP4): it
-    /// reaches NumPy through ml_dtypes, under the same name.
-    pub fn needs_ml_dtypes(self) -> bool {
-        self.0.lanes == 1 && (self == DType::BFLOAT16 || SMALL_FLOATS.iter().any(|(n, _)| *n == self.name()))
-    }
-
-    /// The names of the types NumPy lacks (see [`DType::needs_ml_dtypes`]).
+    /// The names of the types NumPy lacks (bfloat16, FP8, FP6, FP4, the 2-
+    /// and 4-bit integers): they reach NumPy through ml_dtypes, under the
+    /// same names, one element per byte.
     pub fn ml_dtypes_names() -> impl Iterator<Item = &'static str> {
-        std::iter::once("bfloat16").chain(SMALL_FLOATS.iter().map(|(n, _)| *n))
+        ["bfloat16", "int4", "uint4", "int2", "uint2"].into_iter().chain(SMALL_FLOATS.iter().map(|(n, _)| *n))
     }
 
     /// The type a name stands for: a name from [`DType::name`] ("float32",
@@ -272,6 +268,9 @@ mod tests {
             (0, 8),
             (0, 64),
             (0, 4),
+            (0, 2),
+            (1, 2),
+            (1, 4),
             (1, 8),
             (1, 64),
             (2, 16),
@@ -311,6 +310,8 @@ mod tests {
             (200, 8, 1), // unknown code
             (2, 8, 1),   // float8 must use its own code
             (6, 1, 1),   // bool is 8 bits
+            (0, 1, 1),   // no 1-bit integers
+            (1, 3, 1),   // nor 3-bit ones
             (15, 8, 1),  // FP6 with 8 bits
             (16, 4, 1),  // FP6 with 4 bits
             (17, 8, 1),  // FP4 with 8 bits

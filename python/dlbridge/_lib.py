@@ -142,6 +142,7 @@ C_API = {
     "dlb_tensor_free": (None, _handle),
     "dlb_tensor_copy": (c_int, _handle, DLDevice, _out),
     "dlb_tensor_astype": (c_int, _handle, DLDataType, _out),
+    "dlb_tensor_repack": (c_int, _handle, c_bool, _out),
     "dlb_tensor_array_interface": (c_int, _handle, POINTER(ArrayInterface)),
     "dlb_tensor_from_array_interface": (c_int, POINTER(ArrayInterface), release_fn, c_void_p, _out),
     "dlb_tensor_copy_from_array_interface": (c_int, POINTER(ArrayInterface), _out),

@@ -385,3 +385,25 @@ pub unsafe extern "C" fn dlb_tensor_astype(
     // SAFETY: forwarded contract.
     unsafe { derive(t, out, |src| crate::copy::astype(src, DType::new(dtype)?)) }
 }
+
+/// A compact row-major copy of sub-byte data (int2/uint2, int4/uint4,
+/// float4_e2m1fn, float6_e2m3fn, float6_e3m2fn) in new CPU memory, stored
+/// `padded` (one element per byte, in its low bits, the rest zero:
+/// DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED, how NumPy / ml_dtypes keep
+/// them) or packed (DLPack's default: element i takes bits i * bits of the
+/// buffer, little bit-endian: with 4 bits element 0 is the low nibble of
+/// byte 0). DLPACK_FLAG_BITMASK_IS_COPIED is set. Other dtypes:
+/// DLB_ERR_UNSUPPORTED_DTYPE. Host memory only. On failure `*out` is
+/// untouched.
+///
+/// # Safety
+/// `t` must be NULL or a live handle; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlb_tensor_repack(
+    t: *const dlb_tensor,
+    padded: bool,
+    out: *mut *mut dlb_tensor,
+) -> dlb_status {
+    // SAFETY: forwarded contract.
+    unsafe { derive(t, out, |src| crate::copy::repack(src, padded)) }
+}

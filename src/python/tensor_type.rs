@@ -63,6 +63,7 @@ enum Attr {
     Nbytes,
     Readonly,
     IsCopied,
+    IsPadded,
     IsContiguous,
     DataPtr,
     Handle,
@@ -71,7 +72,7 @@ enum Attr {
     ArrayStruct,
 }
 
-const ATTRS: [Attr; 14] = [
+const ATTRS: [Attr; 15] = [
     Attr::Shape,
     Attr::Strides,
     Attr::Dtype,
@@ -80,6 +81,7 @@ const ATTRS: [Attr; 14] = [
     Attr::Nbytes,
     Attr::Readonly,
     Attr::IsCopied,
+    Attr::IsPadded,
     Attr::IsContiguous,
     Attr::DataPtr,
     Attr::Handle,
@@ -112,6 +114,7 @@ getset! {
     Nbytes: c"nbytes", c"Bytes the elements occupy (packed sub-byte types: rounded up).";
     Readonly: c"readonly", c"True when the memory must not be written (a read-only producer or legacy import).";
     IsCopied: c"is_copied", c"True when this memory is a copy made for an exchange (DLPack's IS_COPIED).";
+    IsPadded: c"is_padded", c"True when sub-byte elements (int4, float4_e2m1fn, ...) take one byte each (DLPack's IS_SUBBYTE_TYPE_PADDED); False when packed, and for every other dtype.";
     IsContiguous: c"is_contiguous", c"True when the elements are compact and row-major.";
     DataPtr: c"data_ptr", c"The address of the first element (an int).";
     Handle: c"_handle", c"The C API handle (dlb_tensor *, an int) of this tensor, borrowed: valid while this object lives.";
@@ -124,7 +127,7 @@ const fn method(name: &'static CStr, meth: *const c_void, flags: c_int, doc: &'s
     PyMethodDef { name: name.as_ptr(), meth, flags, doc: doc.as_ptr() }
 }
 
-static METHODS: [PyMethodDef; 6] = [
+static METHODS: [PyMethodDef; 7] = [
     method(
         c"__dlpack__",
         dlpack as *const c_void,
@@ -164,6 +167,14 @@ float16 and bfloat16 round to nearest even. Runs without the GIL.",
         c"to_device($self, device, /)\n--\n\nThis tensor on device (\"cpu\", \"cuda:1\", \"cuda_host\" \
 for pinned memory, or a (type, id) pair): the same tensor when it is already there, else an \
 explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.",
+    ),
+    method(
+        c"repack",
+        repack as *const c_void,
+        super::api::METH_FASTCALL_KEYWORDS,
+        c"repack($self, padded, /)\n--\n\nA compact copy of sub-byte data (int2, int4, float4_e2m1fn, float6_*) \
+stored padded (padded=True: one element per byte, as NumPy and ml_dtypes keep them) or packed \
+(padded=False: DLPack's default, little bit-endian). BufferError for other dtypes. Runs without the GIL.",
     ),
     PyMethodDef { name: std::ptr::null(), meth: std::ptr::null(), flags: 0, doc: std::ptr::null() },
 ];
@@ -351,6 +362,7 @@ pub fn moved(py: Py<'_>, t: &Tensor, target: DLDevice, what: &str) -> PyResult<T
 static DLPACK: Signature<4> = Signature::new("__dlpack__", 0, ["stream", "max_version", "dl_device", "copy"]);
 static ASTYPE: Signature<1> = Signature::new("astype", 1, ["dtype"]);
 static TO_DEVICE: Signature<1> = Signature::new("to_device", 1, ["device"]);
+static REPACK: Signature<1> = Signature::new("repack", 1, ["padded"]);
 
 /// `Tensor.__dlpack__`.
 unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
@@ -462,6 +474,22 @@ unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: 
     }
 }
 
+/// `Tensor.repack(padded)`.
+unsafe extern "C" fn repack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
+    // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let [padded] = Call::new(py, args, nargs, kwnames).bind(py, &REPACK)?;
+            let Some(padded) = padded else {
+                return Err(py.raise(Exc::Type, "repack() missing required argument 'padded'"));
+            };
+            let padded = py.truth(padded)?;
+            wrap(py, py.ok(py.without_gil(|| copy::repack(t, padded)))?)
+        })
+    }
+}
+
 /// Every getter (the closure says which attribute).
 unsafe extern "C" fn get(o: Obj, closure: *mut c_void) -> Obj {
     // SAFETY: CPython calls getters with the GIL, on an instance.
@@ -479,6 +507,7 @@ unsafe extern "C" fn get(o: Obj, closure: *mut c_void) -> Obj {
                 Attr::Nbytes => py.uint(t.nbytes()),
                 Attr::Readonly => Ok(py.bool(t.is_readonly())),
                 Attr::IsCopied => Ok(py.bool(t.flags().contains(Flags::IS_COPIED))),
+                Attr::IsPadded => Ok(py.bool(t.flags().contains(Flags::SUBBYTE_PADDED))),
                 Attr::IsContiguous => Ok(py.bool(t.is_contiguous())),
                 Attr::DataPtr => py.uint(t.data() as u64),
                 Attr::Handle => py.uint(t.as_raw() as u64),
