@@ -147,3 +147,49 @@ def test_torch_memory_stays_alive_through_the_table(no_leak):
     junk = [torch.full((1 << 16,), 7.0, dtype=torch.float64) for _ in range(8)]
     assert t.numpy()[:3].tolist() == [0.0, 1.0, 2.0] and t.numpy()[-1] == (1 << 16) - 1
     del t, junk
+
+
+@needs_torch
+def test_the_table_is_not_used_where_dlpack_would_answer_differently(no_leak):
+    import torch
+
+    # PyTorch's table hands out lazy conjugate / negative views as their
+    # stored values; its __dlpack__ refuses them: dlbridge asks __dlpack__.
+    z = torch.tensor([1 + 2j, 3 - 4j])
+    with pytest.raises(BufferError):
+        z.conj().__dlpack__()
+    with pytest.raises(BufferError):
+        dlbridge.from_dlpack(z.conj())
+    # A subclass that overrides __dlpack__ exports by its own rules.
+    class Seven(torch.Tensor):
+        def __dlpack__(self, *args, **kwargs):
+            return torch.full((2,), 7.0).__dlpack__(*args, **kwargs)
+    s = torch.zeros(2).as_subclass(Seven)
+    assert dlbridge.from_dlpack(s).numpy().tolist() == [7.0, 7.0]
+    # What the table refuses (sparse) gets __dlpack__'s own error, not a C++ trace.
+    sparse = torch.zeros(2, 2).to_sparse()
+    with pytest.raises((BufferError, RuntimeError, TypeError)) as direct:
+        sparse.__dlpack__()
+    with pytest.raises(type(direct.value)):
+        dlbridge.from_dlpack(sparse)
+
+
+def test_a_malformed_table_chain_is_not_followed_for_ever(no_leak):
+    # A table of major version 2 whose prev_api points at itself.
+    table = Table()
+    table.header.major, table.header.minor = 2, 0
+    table.header.prev_api = ctypes.addressof(table)
+    new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+        ("PyCapsule_New", ctypes.pythonapi))
+    a = np.arange(3.0)
+
+    class Cyclic:
+        __dlpack_c_exchange_api__ = new(ctypes.addressof(table), b"dlpack_exchange_api", None)
+
+        def __dlpack__(self, **kwargs):
+            return a.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    assert dlbridge.from_dlpack(Cyclic()).data_ptr == a.ctypes.data  # through __dlpack__, promptly

@@ -211,3 +211,21 @@ def test_memory_the_host_cannot_read_has_no_host_protocols(no_leak):
         assert not hasattr(t, name)
     with pytest.raises(TypeError):
         np.asarray(t)
+
+
+def test_argument_edge_cases_found_by_review(no_leak):
+    t = dlbridge.asarray(np.arange(4.0))
+    # A dtype object in the other byte order is refused, as its string is.
+    for dtype in (np.dtype(">f4"), ">f4"):
+        with pytest.raises(ValueError):
+            t.astype(dtype)
+    with pytest.raises(ValueError):
+        dlbridge.zeros((2,), np.dtype(">i8"))
+    # A huge negative major version asks for a legacy capsule, as any major < 1.
+    assert str(t.__dlpack__(max_version=(-2**70, 0))).split('"')[1] == "dltensor"
+    assert str(t.__dlpack__(max_version=(2**70, 0))).split('"')[1] == "dltensor_versioned"
+    # The truth of a tensor is ambiguous (NumPy refuses it for several elements).
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(t)
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(dlbridge.zeros((0,)))

@@ -245,6 +245,7 @@ python_api! {
         repr: "PyObject_Repr" => fn(Obj) -> Obj;
         get_attr: "PyObject_GetAttr" => fn(Obj, Obj) -> Obj;
         get_attr_string: "PyObject_GetAttrString" => fn(Obj, *const c_char) -> Obj;
+        mapping_has_key_string: "PyMapping_HasKeyString" => fn(Obj, *const c_char) -> c_int;
         set_attr_string: "PyObject_SetAttrString" => fn(Obj, *const c_char, Obj) -> c_int;
         intern: "PyUnicode_InternFromString" => fn(*const c_char) -> Obj;
         vectorcall: "PyObject_Vectorcall" => fn(Obj, *const Obj, usize, Obj) -> Obj;

@@ -149,7 +149,7 @@ fn device_int(py: Py<'_>, value: Ref<'_>, what: &str) -> PyResult<i32> {
         py.clear_error();
         py.raise(Exc::Value, &format!("{what} must be an integer, not {}", py.type_name(value)))
     })?;
-    match v.and_then(|v| i32::try_from(v).ok()).filter(|v| *v >= 0) {
+    match i32::try_from(v).ok().filter(|v| *v >= 0) {
         Some(v) => Ok(v),
         None => Err(py.raise(Exc::Value, &format!("{what} {} is out of range (0 to 2**31 - 1)", py.repr(value)))),
     }
@@ -229,6 +229,16 @@ pub fn dtype(py: Py<'_>, value: Ref<'_>) -> PyResult<DType> {
             }
         }
     };
+    // A NumPy dtype object in the other byte order (np.dtype(">f4")) names
+    // a type dlbridge cannot produce: refused, as the string ">f4" is.
+    if named.is_some()
+        && let Ok(native) = py.getattr_str(value, c"isnative")
+        && !py.truth(native.as_ref())?
+    {
+        let message = format!("dtype {} is not in native byte order", py.repr(value));
+        return Err(py.raise(Exc::Value, &message));
+    }
+    py.clear_error();
     let text = py.utf8(named.as_ref().map_or(value, |n| n.as_ref()))?;
     if text.contains('\0') {
         return Err(py.raise(Exc::Value, &format!("unknown dtype name {text:?}")));
@@ -262,7 +272,7 @@ pub fn stream(py: Py<'_>, value: Option<Ref<'_>>, device: Device) -> PyResult<Op
     if !py.is_exactly(value, py.api().int_type) {
         return Err(py.raise(Exc::Type, &format!("stream must be an int or None, not {}", py.type_name(value))));
     }
-    let v = py.index(value)?.filter(|v| (-1..1 << 64).contains(v));
+    let v = Some(py.index(value)?).filter(|v| (-1..1 << 64).contains(v));
     let Some(v) = v else {
         let message = format!("stream={} is not a stream (-1, 1, 2 or a cudaStream_t)", py.repr(value));
         return Err(py.raise(Exc::Value, &message));

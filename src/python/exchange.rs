@@ -14,7 +14,8 @@
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use dlpark::ffi::{DLDevice, DLDeviceType, DLManagedTensorVersioned, DLPackVersion, DLTensor};
 
@@ -210,73 +211,154 @@ unsafe extern "C" fn current_stream(kind: DLDeviceType, id: i32, out: *mut *mut 
     }
 }
 
-/// Producer types seen by `from_dlpack`, with their table (NULL: none).
-/// Read without a lock; written under the GIL.
-static SEEN: [(AtomicPtr<PyObject>, AtomicPtr<ExchangeApi>); 8] =
-    [const { (AtomicPtr::new(std::ptr::null_mut()), AtomicPtr::new(std::ptr::null_mut())) }; 8];
+/// A producer type's table, as `from_dlpack` uses it.
+#[derive(Clone, Copy)]
+pub struct Producer {
+    api: &'static ExchangeApi,
+    /// The type has PyTorch's lazy views (`is_conj()`, `is_neg()`), which
+    /// its table hands out as their stored values: such a tensor goes
+    /// through `__dlpack__` (which refuses it) instead.
+    lazy_views: bool,
+}
+
+/// Producer types seen by `from_dlpack` (a reference kept for each: at most
+/// eight types are pinned), with their table's address (0: none; bit 0:
+/// `lazy_views`). Read without a lock; written under the GIL.
+static SEEN: [(AtomicPtr<PyObject>, AtomicUsize); 8] =
+    [const { (AtomicPtr::new(std::ptr::null_mut()), AtomicUsize::new(0)) }; 8];
 
 /// The exchange table of `x`'s type, if it publishes one for DLPack 1.x
-/// (cached per type: a reference to the type is kept). None: use
-/// `__dlpack__`.
-pub fn table_of(py: Py<'_>, x: Ref<'_>) -> Option<&'static ExchangeApi> {
+/// that `from_dlpack` may use (cached per type). None: use `__dlpack__`.
+pub fn table_of(py: Py<'_>, x: Ref<'_>) -> Option<Producer> {
+    let decode = |word: usize| {
+        // SAFETY: the address of a table a producer published for the process.
+        let api = unsafe { ((word & !1) as *const ExchangeApi).as_ref() }?;
+        Some(Producer { api, lazy_views: word & 1 != 0 })
+    };
     let tp = x.type_of();
-    if let Some((_, api)) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
-        // SAFETY: a table pointer a producer published for the process (or NULL).
-        return unsafe { api.load(Ordering::Relaxed).as_ref() };
+    if let Some((_, word)) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
+        return decode(word.load(Ordering::Relaxed));
     }
     let found = lookup(py, tp);
     if let Some(slot) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
-        slot.1.store(found.map_or(std::ptr::null_mut(), |a| std::ptr::from_ref(a).cast_mut()), Ordering::Relaxed);
+        let word = found.map_or(0, |p| std::ptr::from_ref(p.api) as usize | usize::from(p.lazy_views));
+        slot.1.store(word, Ordering::Relaxed);
         slot.0.store(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
     }
     found
 }
 
-/// `tp.__dlpack_c_exchange_api__`, walked along `prev_api` to a table of
-/// major version 1; any error is cleared (then None).
-fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<&'static ExchangeApi> {
-    let Ok(capsule) = py.getattr_str(tp, c"__dlpack_c_exchange_api__") else {
-        py.clear_error();
-        return None;
-    };
-    // SAFETY: GIL held; GetPointer checks the object and the name.
-    let mut header =
-        unsafe { (py.api().capsule_get_pointer)(capsule.as_ref().as_ptr(), CAPSULE.as_ptr()) }.cast::<Header>();
-    if header.is_null() {
-        py.clear_error();
+/// `tp.__dlpack_c_exchange_api__`, walked along `prev_api` (at most eight
+/// steps: a cycle is not followed for ever) to a table of major version 1.
+/// None where `tp` overrides the `__dlpack__` of the class that publishes
+/// the table (its own export rules must apply), or on any error (cleared).
+fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<Producer> {
+    let found = (|| {
+        let capsule = py.getattr_str(tp, c"__dlpack_c_exchange_api__").ok()?;
+        let owner = publisher(py, tp)?;
+        let ours = py.getattr_str(tp, c"__dlpack__").ok()?;
+        let theirs = py.getattr_str(owner.as_ref(), c"__dlpack__").ok()?;
+        if ours.as_ref() != theirs.as_ref() {
+            return None;
+        }
+        // SAFETY: GIL held; GetPointer checks the object and the name.
+        let mut header =
+            unsafe { (py.api().capsule_get_pointer)(capsule.as_ref().as_ptr(), CAPSULE.as_ptr()) }.cast::<Header>();
+        // SAFETY: published tables live for the process (the spec's rule);
+        // each header's `prev_api` is NULL or another table.
+        let api = unsafe {
+            for _ in 0..8 {
+                if header.is_null() || (*header).version.major == 1 {
+                    break;
+                }
+                header = (*header).prev_api;
+            }
+            header.cast::<ExchangeApi>().as_ref().filter(|_| (*header).version.major == 1)?
+        };
+        // The function a consumer needs must be there.
+        api.managed_tensor_from_py_object_no_sync?;
+        let has = |name: &CStr| py.getattr_str(tp, name).is_ok();
+        Some(Producer { api, lazy_views: has(c"is_conj") && has(c"is_neg") })
+    })();
+    py.clear_error();
+    found
+}
+
+/// The class in `tp.__mro__` whose own namespace defines
+/// `__dlpack_c_exchange_api__`.
+fn publisher(py: Py<'_>, tp: Ref<'_>) -> Option<Owned> {
+    let mro = py.getattr_str(tp, c"__mro__").ok()?;
+    if !py.is_tuple(mro.as_ref()) {
         return None;
     }
-    // SAFETY: published tables live for the process (the spec's rule); each
-    // header's `prev_api` is NULL or another table.
-    unsafe {
-        while !header.is_null() && (*header).version.major != 1 {
-            header = (*header).prev_api;
+    (0..py.tuple_len(mro.as_ref())).find_map(|i| {
+        let class = py.tuple_item(mro.as_ref(), i);
+        let namespace = py.getattr_str(class, c"__dict__").ok()?;
+        // SAFETY: GIL held; a mapping and a static name.
+        let has = unsafe {
+            (py.api().mapping_has_key_string)(namespace.as_ref().as_ptr(), c"__dlpack_c_exchange_api__".as_ptr())
+        };
+        (has == 1).then(|| py.retain(class))
+    })
+}
+
+/// Whether `x.is_conj()` or `x.is_neg()` answers True (an error counts as
+/// True: the caller then takes the careful path).
+fn lazy_view(py: Py<'_>, x: Ref<'_>) -> bool {
+    static NAMES: OnceLock<[Kept; 2]> = OnceLock::new();
+    let names = match NAMES.get() {
+        Some(n) => n,
+        None => match (py.interned(c"is_conj"), py.interned(c"is_neg")) {
+            (Ok(a), Ok(b)) => NAMES.get_or_init(|| [Kept::new(a), Kept::new(b)]),
+            _ => {
+                py.clear_error();
+                return true;
+            }
+        },
+    };
+    names.iter().any(|name| {
+        // SAFETY: GIL held (token); the method name, then `x` as self.
+        let answer = py.owned(unsafe {
+            (py.api().vectorcall_method)(name.get(py).as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut())
+        });
+        // Exactly False is the common answer: no truth call needed.
+        match answer {
+            Ok(a) if a.as_ref().is(py.api().false_) => false,
+            Ok(a) => py.truth(a.as_ref()).unwrap_or(true),
+            Err(_) => true,
         }
-        let api = header.cast::<ExchangeApi>().as_ref()?;
-        // The functions a consumer needs must be there.
-        (api.managed_tensor_from_py_object_no_sync.is_some()).then_some(api)
+    }) && {
+        py.clear_error();
+        true
     }
 }
 
 /// Takes `x`'s tensor through its type's table: a versioned managed tensor
 /// imported (validated) here, with dlbridge's stream (the legacy default)
 /// ordered after the producer's current work stream where streams apply.
-pub fn import_through(py: Py<'_>, api: &ExchangeApi, x: Ref<'_>) -> PyResult<Tensor> {
+/// Ok(None): the table declined (an error, cleared, or a lazy view): use
+/// `__dlpack__`, whose answer (or refusal) is the producer's own.
+pub fn import_through(py: Py<'_>, producer: Producer, x: Ref<'_>) -> PyResult<Option<Tensor>> {
+    let api = producer.api;
+    if producer.lazy_views && lazy_view(py, x) {
+        return Ok(None);
+    }
     let from = api.managed_tensor_from_py_object_no_sync.expect("checked in lookup");
     let mut mt: *mut DLManagedTensorVersioned = std::ptr::null_mut();
     // SAFETY: GIL held (token); `x` is an object of the table's type.
     if unsafe { from(x.as_ptr().cast(), &mut mt) } != 0 {
-        return Err(py.already_raised());
+        py.clear_error();
+        return Ok(None);
     }
     let Some(mt) = NonNull::new(mt) else {
-        return Err(py.raise(Exc::Buffer, "the producer's exchange API returned no tensor"));
+        return Ok(None);
     };
     // SAFETY: an owning managed tensor the producer handed over.
     let t = py.ok(unsafe { import::from_versioned(mt) })?;
     let device = t.device();
     if super::args::takes_stream(device.kind()) {
         let Some(current) = api.current_work_stream else {
-            return Ok(t);
+            return Ok(Some(t));
         };
         let mut stream: *mut c_void = std::ptr::null_mut();
         // SAFETY: GIL held; the producer's function, as the spec calls it.
@@ -290,5 +372,5 @@ pub fn import_through(py: Py<'_>, api: &ExchangeApi, x: Ref<'_>) -> PyResult<Ten
             py.ok(py.without_gil(|| crate::cuda::stream_wait(cuda, crate::cuda::LEGACY_STREAM, stream)))?;
         }
     }
-    Ok(t)
+    Ok(Some(t))
 }

@@ -106,7 +106,7 @@ fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<Option<i64
         Err(raised) => return Err(raised),
     };
     let kind = py.item(device.as_ref(), 0)?;
-    let kind = py.index(kind.as_ref())?.and_then(|k| u32::try_from(k).ok()).map(DLDeviceType);
+    let kind = u32::try_from(py.index(kind.as_ref())?).ok().map(DLDeviceType);
     let Some(kind) = kind else { return Ok(None) };
     if kind == DLDeviceType::CPU && is_numpy_type(py, x.type_of()) {
         add_host_type(py, x.type_of());
@@ -162,9 +162,10 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
     if target.is_none()
         && copy.is_none()
         && !is_host_type(x.type_of())
-        && let Some(api) = exchange::table_of(py, x)
+        && let Some(producer) = exchange::table_of(py, x)
+        && let Some(t) = exchange::import_through(py, producer, x)?
     {
-        return tensor_type::wrap(py, exchange::import_through(py, api, x)?);
+        return tensor_type::wrap(py, t);
     }
     let c = constants(py)?;
     let stream = if is_host_type(x.type_of()) {
@@ -289,7 +290,7 @@ macro_rules! defs {
 }
 
 defs! {
-    c"from_dlpack" => from_dlpack_function: c"from_dlpack(x, /, *, device=None, copy=None)\n--\n\n\
+    c"from_dlpack" => from_dlpack_function: c"from_dlpack(x, *, device=None, copy=None)\n--\n\n\
 A Tensor over the memory of any DLPack producer (NumPy, PyTorch, JAX, CuPy, ...) or of a raw \
 DLPack capsule, zero copy. Asks for a versioned capsule (max_version=(1, 3)) and falls back to a \
 keyword-less __dlpack__() for older producers; CUDA producers are asked for stream=1. device asks \
@@ -326,7 +327,7 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
     unsafe {
         entry_object(|py| {
             let call = Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames);
-            let which = py.index(Ref::from_ptr(which).expect("self"))?.unwrap_or(-1);
+            let which = py.index(Ref::from_ptr(which).expect("self"))?;
             let (function, name) = FUNCTIONS[which as usize];
             let name = name.to_str().unwrap_or("?");
             if matches!(function, Function::Typestr) {
@@ -364,7 +365,7 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
             };
             match function {
                 Function::Adopt => {
-                    let address = py.index(arg)?.and_then(|a| usize::try_from(a).ok()).filter(|a| *a != 0);
+                    let address = usize::try_from(py.index(arg)?).ok().filter(|a| *a != 0);
                     let Some(address) = address else {
                         return Err(py.raise(Exc::Value, "adopt() needs a non-NULL dlb_tensor * handle"));
                     };
@@ -465,8 +466,10 @@ pub fn tensor_from_object(py: Py<'_>, obj: Ref<'_>, allow_copy: bool) -> PyResul
     if py.is_exactly(obj, py.api().capsule_type) {
         return capsule::import(py, obj);
     }
-    if let Some(api) = exchange::table_of(py, obj) {
-        return exchange::import_through(py, api, obj);
+    if let Some(producer) = exchange::table_of(py, obj)
+        && let Some(t) = exchange::import_through(py, producer, obj)?
+    {
+        return Ok(t);
     }
     let asarray = py.getattr_str(package(py)?.as_ref(), c"asarray")?;
     let copy = if allow_copy { py.none() } else { py.bool(false) };

@@ -316,9 +316,11 @@ impl<'py> Py<'py> {
         )
     }
 
-    /// `int(o.__index__())` when it fits in an i128 (None: beyond); TypeError
-    /// for what is not an integer.
-    pub fn index(self, o: Ref<'_>) -> PyResult<Option<i128>> {
+    /// `int(o.__index__())`, saturated: values beyond -2**64 .. 2**64 - 1
+    /// read as `i128::MIN` / `i128::MAX` (every caller's range check refuses
+    /// them, and comparisons keep their sign); TypeError for what is not an
+    /// integer.
+    pub fn index(self, o: Ref<'_>) -> PyResult<i128> {
         // An int is its own index (the common case: no new object).
         let converted = if self.is_exactly(o, self.api.int_type) {
             None
@@ -332,17 +334,17 @@ impl<'py> Py<'py> {
         let v = unsafe { (self.api.long_as_long_long_and_overflow)(i.as_ptr(), &mut overflow) };
         match overflow {
             0 if v == -1 && !self.error_set().is_null() => Err(Raised(())),
-            0 => Ok(Some(i128::from(v))),
+            0 => Ok(i128::from(v)),
             1 => {
                 // SAFETY: GIL held; an int above i64::MAX.
                 let u = unsafe { (self.api.long_as_unsigned_long_long)(i.as_ptr()) };
                 if u == u64::MAX && !self.error_set().is_null() {
                     self.clear_error();
-                    return Ok(None);
+                    return Ok(i128::MAX);
                 }
-                Ok(Some(i128::from(u)))
+                Ok(i128::from(u))
             }
-            _ => Ok(None),
+            _ => Ok(i128::MIN),
         }
     }
 

@@ -47,6 +47,7 @@ const PY_TP_MEMBERS: c_int = 72;
 const PY_TP_GETSET: c_int = 73;
 const PY_TP_FREE: c_int = 74;
 const PY_MP_LENGTH: c_int = 4;
+const PY_NB_BOOL: c_int = 9;
 const TPFLAGS_DEFAULT: u32 = 1 << 18;
 const TPFLAGS_BASETYPE: u32 = 1 << 10;
 const T_PYSSIZET: c_int = 19;
@@ -156,7 +157,7 @@ Runs without the GIL.",
         c"astype",
         astype as *const c_void,
         super::api::METH_FASTCALL_KEYWORDS,
-        c"astype($self, dtype, /)\n--\n\nA compact row-major copy converted to dtype (a name such as \
+        c"astype($self, dtype)\n--\n\nA compact row-major copy converted to dtype (a name such as \
 \"float16\", \"bfloat16\" or \"f4\", or a NumPy / ml_dtypes dtype), as NumPy's astype converts; \
 float16 and bfloat16 round to nearest even. Runs without the GIL.",
     ),
@@ -164,7 +165,7 @@ float16 and bfloat16 round to nearest even. Runs without the GIL.",
         c"to_device",
         to_device as *const c_void,
         super::api::METH_FASTCALL_KEYWORDS,
-        c"to_device($self, device, /)\n--\n\nThis tensor on device (\"cpu\", \"cuda:1\", \"cuda_host\" \
+        c"to_device($self, device)\n--\n\nThis tensor on device (\"cpu\", \"cuda:1\", \"cuda_host\" \
 for pinned memory, or a (type, id) pair): the same tensor when it is already there, else an \
 explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.",
     ),
@@ -172,7 +173,7 @@ explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.
         c"repack",
         repack as *const c_void,
         super::api::METH_FASTCALL_KEYWORDS,
-        c"repack($self, padded, /)\n--\n\nA compact copy of sub-byte data (int2, int4, float4_e2m1fn, float6_*) \
+        c"repack($self, padded)\n--\n\nA compact copy of sub-byte data (int2, int4, float4_e2m1fn, float6_*) \
 stored padded (padded=True: one element per byte, as NumPy and ml_dtypes keep them) or packed \
 (padded=False: DLPack's default, little bit-endian). BufferError for other dtypes. Runs without the GIL.",
     ),
@@ -207,6 +208,7 @@ pub fn create(py: Py<'_>) -> PyResult<Ref<'_>> {
         PyTypeSlot { slot: PY_TP_MEMBERS, pfunc: (&raw const MEMBERS).cast_mut().cast() },
         PyTypeSlot { slot: PY_MP_LENGTH, pfunc: length as *mut c_void },
         PyTypeSlot { slot: PY_TP_NEW, pfunc: refuse_new as *mut c_void },
+        PyTypeSlot { slot: PY_NB_BOOL, pfunc: truth as *mut c_void },
         PyTypeSlot { slot: 0, pfunc: std::ptr::null_mut() },
     ];
     let mut spec = PyTypeSpec {
@@ -328,6 +330,20 @@ unsafe extern "C" fn refuse_new(_tp: Obj, _args: Obj, _kwargs: Obj) -> Obj {
     }
 }
 
+/// `bool(tensor)`: refused (ValueError), as NumPy refuses an array of
+/// several elements; `len()` alone would make empty tensors false.
+unsafe extern "C" fn truth(_o: Obj) -> c_int {
+    // SAFETY: CPython calls slots with the GIL.
+    unsafe {
+        super::object::entry(-1, |py| {
+            Err(py.raise(
+                Exc::Value,
+                "the truth value of a dlbridge.Tensor is ambiguous: test its shape, or its data through numpy()",
+            ))
+        })
+    }
+}
+
 unsafe extern "C" fn length(o: Obj) -> isize {
     // SAFETY: CPython calls slots with the GIL, on an instance.
     unsafe {
@@ -385,7 +401,7 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
                         let message = format!("max_version must be a (major, minor) tuple, not {}", py.repr(v));
                         return Err(py.raise(Exc::Type, &message));
                     };
-                    py.index(major)?.is_none_or(|m| m >= 1)
+                    py.index(major)? >= 1
                 }
             };
             if let Some(d) = dl_device.filter(|d| !py.is_none(*d)) {

@@ -109,8 +109,8 @@ fn keywords_bind_as_python_binds_them() {
         for _ in 0..2 {
             // The second time, the same keyword tuple binds from the cache.
             let [x, y] = call(py, &a).bind(py, &F).unwrap();
-            assert_eq!(py.index(x.unwrap()).unwrap(), Some(1));
-            assert_eq!(py.index(y.unwrap()).unwrap(), Some(2));
+            assert_eq!(py.index(x.unwrap()).unwrap(), 1);
+            assert_eq!(py.index(y.unwrap()).unwrap(), 2);
         }
         // Too many positional arguments, an unknown keyword, a value twice
         // (also with the tuple of the earlier good call: the positional
@@ -126,12 +126,12 @@ fn keywords_bind_as_python_binds_them() {
         let reused = Args { values: vec![both[0].1.as_ref().as_ptr()], nargs: 0, names };
         let [x, y] = call(py, &reused).bind(py, &F).unwrap();
         assert!(x.is_none());
-        assert_eq!(py.index(y.unwrap()).unwrap(), Some(2));
+        assert_eq!(py.index(y.unwrap()).unwrap(), 2);
         // A keyword name built at run time (not interned) binds alike.
         let built = [(&*String::from_iter(["b"]), py.int(5).unwrap())];
         let b = args(py, &[], &built);
         let [_, y] = call(py, &b).bind(py, &F).unwrap();
-        assert_eq!(py.index(y.unwrap()).unwrap(), Some(5));
+        assert_eq!(py.index(y.unwrap()).unwrap(), 5);
     });
 }
 
