@@ -41,6 +41,11 @@ def table(size_bytes):
          [("jnp.from_dlpack(tvm)", "jnp.from_dlpack(tv)"), ("jnp.from_dlpack(np)", "jnp.from_dlpack(a)")]),
         ("array interface: np.asarray(dlb)", "np.asarray(d)",
          [("np.asarray(torch)", "np.asarray(pt)"), ("torch_tensor.numpy()", "pt.numpy()")]),
+        # DLPack 1.3's C exchange API: PyTorch publishes a table, and so does dlbridge.
+        ("exchange API: dlbridge.from_dlpack(torch)", "dlbridge.from_dlpack(pt)",
+         [("tvm_ffi.from_dlpack(torch)", "tvm_ffi.from_dlpack(pt)"), ("torch.from_dlpack(torch)", "torch.from_dlpack(pt)")]),
+        ("exchange API: tvm_ffi.from_dlpack(dlb)", "tvm_ffi.from_dlpack(d)",
+         [("tvm_ffi.from_dlpack(tvm)", "tvm_ffi.from_dlpack(tv)"), ("tvm_ffi.from_dlpack(torch)", "tvm_ffi.from_dlpack(pt)")]),
         ("full hop: np -> dlbridge -> torch", "torch.from_dlpack(dlbridge.from_dlpack(a))",
          [("np -> torch (from_dlpack)", "torch.from_dlpack(a)"), ("np -> torch (from_numpy)", "torch.from_numpy(a)")]),
     ]

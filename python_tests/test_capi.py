@@ -63,3 +63,28 @@ def test_errors_and_a_python_release_callback(no_leak):
 
     gc.collect()
     assert released == [7]
+
+
+def test_a_source_checkout_loads_its_own_build_not_a_stale_copy(tmp_path):
+    # `pip install -e .` leaves a library inside python/dlbridge/; in a
+    # checkout the package must load target/release's (the one cargo
+    # rebuilds), or DLBRIDGE_LIBRARY when it is set.
+    import shutil
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    package = tmp_path / "python" / "dlbridge"
+    shutil.copytree(repo / "python" / "dlbridge", package, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (package / "libdlbridge.so").write_bytes(b"not a library: a stale editable-install copy")
+    (tmp_path / "Cargo.toml").write_text("[package]\n")
+    built = tmp_path / "target" / "release" / "libdlbridge.so"
+    built.parent.mkdir(parents=True)
+    shutil.copy(capi.path, built)
+    code = "import dlbridge; print(dlbridge._lib.path)"
+    env = {"PYTHONPATH": str(tmp_path / "python"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(built)
+    env["DLBRIDGE_LIBRARY"] = capi.path
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == capi.path
