@@ -46,11 +46,22 @@ impl<'a> Call<'a> {
     /// `function(a, b, /, *, c, d)`: too many positional arguments, an
     /// unknown keyword and a value given twice are TypeErrors. None: absent.
     pub fn bind<const N: usize>(&self, py: Py<'_>, sig: &Signature<N>) -> PyResult<[Option<Ref<'a>>; N]> {
+        self.bind_as(py, sig, sig.function)
+    }
+
+    /// As [`Call::bind`], naming `function` in messages (for signatures
+    /// several functions share).
+    pub fn bind_as<const N: usize>(
+        &self,
+        py: Py<'_>,
+        sig: &Signature<N>,
+        function: &str,
+    ) -> PyResult<[Option<Ref<'a>>; N]> {
         let mut out = [None; N];
         if self.nargs > sig.positional {
             let message = format!(
                 "{}() takes {} positional argument{} but {} were given",
-                sig.function,
+                function,
                 sig.positional,
                 if sig.positional == 1 { "" } else { "s" },
                 self.nargs
@@ -74,11 +85,11 @@ impl<'a> Call<'a> {
         for i in self.nargs..self.values.len() {
             let name = py.utf8(py.tuple_item(kwnames, i - self.nargs))?;
             let Some(k) = sig.names.iter().position(|n| *n == name) else {
-                let message = format!("{}() got an unexpected keyword argument '{name}'", sig.function);
+                let message = format!("{function}() got an unexpected keyword argument '{name}'");
                 return Err(py.raise(Exc::Type, &message));
             };
             if out[k].is_some() {
-                let message = format!("{}() got multiple values for argument '{name}'", sig.function);
+                let message = format!("{function}() got multiple values for argument '{name}'");
                 return Err(py.raise(Exc::Type, &message));
             }
             out[k] = Some(self.value(i));

@@ -346,7 +346,7 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
             }
             if matches!(function, Function::HostTypes | Function::RaiseLast | Function::ExchangeCalls) {
                 static NONE: Signature<0> = Signature::new("function", 0, []);
-                call.bind(py, &NONE)?;
+                call.bind_as(py, &NONE, name)?;
                 return match function {
                     Function::HostTypes => host_types(py),
                     Function::ExchangeCalls => py.uint(exchange::produced()),
@@ -359,7 +359,7 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                 };
             }
             static ONE: Signature<1> = Signature::new("function", 1, ["arg"]);
-            let [arg] = call.bind(py, &ONE)?;
+            let [arg] = call.bind_as(py, &ONE, name)?;
             let Some(arg) = arg else {
                 return Err(py.raise(Exc::Type, &format!("{name}() takes exactly one argument")));
             };
