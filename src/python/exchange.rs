@@ -15,11 +15,11 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dlpark::ffi::{DLDevice, DLDeviceType, DLManagedTensorVersioned, DLPackVersion, DLTensor};
 
-use super::api::{Exc, PyObject};
+use super::api::Exc;
 use super::object::{Kept, Owned, Py, PyResult, Ref, entry};
 use super::tensor_type;
 use crate::device::Device;
@@ -214,45 +214,19 @@ unsafe extern "C" fn current_stream(kind: DLDeviceType, id: i32, out: *mut *mut 
 /// A producer type's table, as `from_dlpack` uses it.
 #[derive(Clone, Copy)]
 pub struct Producer {
-    api: &'static ExchangeApi,
+    /// The table (DLPack 1.x).
+    pub api: &'static ExchangeApi,
     /// The type has PyTorch's lazy views (`is_conj()`, `is_neg()`), which
     /// its table hands out as their stored values: such a tensor goes
     /// through `__dlpack__` (which refuses it) instead.
-    lazy_views: bool,
-}
-
-/// Producer types seen by `from_dlpack` (a reference kept for each: at most
-/// eight types are pinned), with their table's address (0: none; bit 0:
-/// `lazy_views`). Read without a lock; written under the GIL.
-static SEEN: [(AtomicPtr<PyObject>, AtomicUsize); 8] =
-    [const { (AtomicPtr::new(std::ptr::null_mut()), AtomicUsize::new(0)) }; 8];
-
-/// The exchange table of `x`'s type, if it publishes one for DLPack 1.x
-/// that `from_dlpack` may use (cached per type). None: use `__dlpack__`.
-pub fn table_of(py: Py<'_>, x: Ref<'_>) -> Option<Producer> {
-    let decode = |word: usize| {
-        // SAFETY: the address of a table a producer published for the process.
-        let api = unsafe { ((word & !1) as *const ExchangeApi).as_ref() }?;
-        Some(Producer { api, lazy_views: word & 1 != 0 })
-    };
-    let tp = x.type_of();
-    if let Some((_, word)) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
-        return decode(word.load(Ordering::Relaxed));
-    }
-    let found = lookup(py, tp);
-    if let Some(slot) = SEEN.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
-        let word = found.map_or(0, |p| std::ptr::from_ref(p.api) as usize | usize::from(p.lazy_views));
-        slot.1.store(word, Ordering::Relaxed);
-        slot.0.store(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
-    }
-    found
+    pub lazy_views: bool,
 }
 
 /// `tp.__dlpack_c_exchange_api__`, walked along `prev_api` (at most eight
 /// steps: a cycle is not followed for ever) to a table of major version 1.
 /// None where `tp` overrides the `__dlpack__` of the class that publishes
 /// the table (its own export rules must apply), or on any error (cleared).
-fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<Producer> {
+pub fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<Producer> {
     let found = (|| {
         let capsule = py.getattr_str(tp, c"__dlpack_c_exchange_api__").ok()?;
         let owner = publisher(py, tp)?;

@@ -12,6 +12,7 @@
 //! | [`exchange`] | DLPack 1.3's C exchange API, producer and consumer |
 //! | [`interface`] | `__array_interface__` dict, `__array_struct__`, buffers |
 //! | [`tensor_type`] | the `Tensor` type (PyType_FromSpec) |
+//! | [`producers`] | what `from_dlpack` learns about each producer type |
 //! | [`module`] | `from_dlpack` and the namespace the package imports |
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod exchange;
 pub mod interface;
 pub mod module;
 pub mod object;
+pub mod producers;
 pub mod tensor_type;
 
 #[cfg(test)]

@@ -6,16 +6,16 @@
 
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use dlpark::ffi::{DLDevice, DLDeviceType};
 
-use super::api::{self, Exc, Obj, PyMethodDef, PyObject};
+use super::api::{self, Exc, Obj, PyMethodDef};
 use super::args::{self, Call, Signature};
 use super::capsule;
 use super::exchange;
 use super::interface;
 use super::object::{Kept, Owned, Py, PyResult, Ref, entry_object};
+use super::producers;
 use super::tensor_type::{self, moved};
 use crate::copy;
 use crate::device::Device;
@@ -33,11 +33,6 @@ struct Constants {
 }
 
 static CONSTANTS: OnceLock<Constants> = OnceLock::new();
-
-/// Types whose instances are always in host memory (NumPy's arrays, seen
-/// once; a reference kept for each): `from_dlpack` does not ask them for
-/// their device. Read on every call, without a lock; written under the GIL.
-static HOST_TYPES: [AtomicPtr<PyObject>; 4] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 4];
 
 fn constants(py: Py<'_>) -> PyResult<&'static Constants> {
     if let Some(c) = CONSTANTS.get() {
@@ -62,36 +57,6 @@ fn call_method(py: Py<'_>, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<
     py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), raw.as_ptr(), raw.len() - n, kw) })
 }
 
-fn is_host_type(tp: Ref<'_>) -> bool {
-    HOST_TYPES.iter().any(|t| t.load(Ordering::Relaxed) == tp.as_ptr())
-}
-
-/// Remembers `tp` as a host type (while there is room: four NumPy types).
-fn add_host_type(py: Py<'_>, tp: Ref<'_>) {
-    if is_host_type(tp) {
-        return;
-    }
-    if let Some(slot) = HOST_TYPES.iter().find(|t| t.load(Ordering::Relaxed).is_null()) {
-        slot.store(py.retain(tp).into_ptr(), Ordering::Relaxed); // the GIL serialises writers
-    }
-}
-
-/// The host types known so far.
-fn host_types(py: Py<'_>) -> PyResult<Owned> {
-    // SAFETY: each non-NULL entry is a type whose reference is kept for the process.
-    let known = HOST_TYPES.iter().filter_map(|t| unsafe { Ref::from_ptr(t.load(Ordering::Relaxed)) });
-    py.tuple(known.map(|t| Ok(py.retain(t))))
-}
-
-/// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).
-fn is_numpy_type(py: Py<'_>, tp: Ref<'_>) -> bool {
-    let numpy = py.getattr_str(tp, c"__module__").and_then(|m| py.utf8(m.as_ref()).map(|s| s == "numpy"));
-    numpy.unwrap_or_else(|_| {
-        py.clear_error(); // any object may stand there
-        false
-    })
-}
-
 /// The stream to pass to `x.__dlpack__`: dlbridge orders its CUDA work on
 /// the legacy default stream, so a CUDA producer is asked to make its
 /// pending work visible there (the spec's stream=1); None where streams do
@@ -108,9 +73,6 @@ fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<Option<i64
     let kind = py.item(device.as_ref(), 0)?;
     let kind = u32::try_from(py.index(kind.as_ref())?).ok().map(DLDeviceType);
     let Some(kind) = kind else { return Ok(None) };
-    if kind == DLDeviceType::CPU && is_numpy_type(py, x.type_of()) {
-        add_host_type(py, x.type_of());
-    }
     Ok(args::stream_to_ask(kind))
 }
 
@@ -157,18 +119,18 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
         let t = capsule::import(py, x)?;
         return tensor_type::wrap(py, honour(py, t, target, copy)?);
     }
+    let known = producers::info(py, x.type_of());
     // DLPack 1.3's C exchange API, when the producer's type publishes one
     // (PyTorch, dlbridge itself): one C call instead of __dlpack__.
     if target.is_none()
         && copy.is_none()
-        && !is_host_type(x.type_of())
-        && let Some(producer) = exchange::table_of(py, x)
+        && let Some(producer) = known.producer
         && let Some(t) = exchange::import_through(py, producer, x)?
     {
         return tensor_type::wrap(py, t);
     }
     let c = constants(py)?;
-    let stream = if is_host_type(x.type_of()) {
+    let stream = if known.numpy {
         None
     } else {
         if let Err(raised) = py.getattr(x, c.dlpack.get(py)) {
@@ -348,7 +310,7 @@ unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnam
                 static NONE: Signature<0> = Signature::new("function", 0, []);
                 call.bind_as(py, &NONE, name)?;
                 return match function {
-                    Function::HostTypes => host_types(py),
+                    Function::HostTypes => producers::numpy_types(py),
                     Function::ExchangeCalls => py.uint(exchange::produced()),
                     _ => {
                         let e = crate::ffi::guard::last_error_value().unwrap_or_else(|| {
@@ -466,7 +428,7 @@ pub fn tensor_from_object(py: Py<'_>, obj: Ref<'_>, allow_copy: bool) -> PyResul
     if py.is_exactly(obj, py.api().capsule_type) {
         return capsule::import(py, obj);
     }
-    if let Some(producer) = exchange::table_of(py, obj)
+    if let Some(producer) = producers::info(py, obj.type_of()).producer
         && let Some(t) = exchange::import_through(py, producer, obj)?
     {
         return Ok(t);
