@@ -130,10 +130,6 @@ def test_from_dlpack_uses_torchs_table_not_its_dunder(monkeypatch, no_leak):
     assert t.numpy().tolist() == x.numpy().tolist()
     # A request for a copy or a device still goes through __dlpack__ (the table has no such request).
     assert dlbridge.from_dlpack(x, copy=True).data_ptr != x.data_ptr() and calls == [1]
-    # Through its table PyTorch hands out tensors that require grad (its
-    # __dlpack__ refuses them); dlbridge takes what the table gives, as tvm-ffi does.
-    g = torch.ones(2, requires_grad=True)
-    assert dlbridge.from_dlpack(g).data_ptr == g.data_ptr() and calls == [1]
     del t
 
 
@@ -193,3 +189,29 @@ def test_a_malformed_table_chain_is_not_followed_for_ever(no_leak):
             return (1, 0)
 
     assert dlbridge.from_dlpack(Cyclic()).data_ptr == a.ctypes.data  # through __dlpack__, promptly
+
+
+def test_a_bare_dltensor_is_refused_where_flags_would_be_lost(ext, no_leak):
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    padded = dlbridge.asarray(np.arange(4, dtype=np.uint8).view(ml_dtypes.int4))
+    with pytest.raises(BufferError, match="padded sub-byte"):
+        ext.launch(padded)
+    readonly = np.arange(4, dtype=np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(BufferError, match="read-only"):
+        ext.launch(dlbridge.asarray(readonly))
+    # The managed path carries the flags: allowed.
+    assert ext.keep(dlbridge.asarray(readonly)).readonly
+    del padded
+
+
+@needs_torch
+def test_torch_tensors_that_require_grad_follow_torchs_own_rule(no_leak):
+    import torch
+
+    g = torch.ones(2, requires_grad=True)
+    with pytest.raises(Exception) as direct:
+        g.__dlpack__()
+    with pytest.raises(type(direct.value)):
+        dlbridge.from_dlpack(g)
+    assert dlbridge.from_dlpack(g.detach()).data_ptr == g.data_ptr()

@@ -124,3 +124,13 @@ def test_torch_sub_byte_exports_where_it_makes_any():
         assert t.data_ptr == x.data_ptr()
     if all("exported" not in v for v in tried.values()):
         pytest.skip(f"PyTorch {torch.__version__} exports none of its sub-byte types: {tried}")
+
+
+def test_review_findings_on_sub_byte_data(no_leak):
+    # Padded -> padded keeps only the element bits (the rest of a byte is not data).
+    junk = np.array([0xFF, 0xF1, 0x12], np.uint8).view(ml_dtypes.int4)
+    same = dlbridge.asarray(junk).repack(True)
+    assert same.numpy().view(np.uint8).tolist() == [0x0F, 0x01, 0x02]
+    # A bare DLTensor has no flags: padded data would read as packed, so the
+    # exchange API's dltensor_from_py_object_no_sync refuses it (see test_exchange_api).
+    del same

@@ -139,7 +139,15 @@ pub fn repack(src: &Tensor, padded: bool) -> Result<Tensor> {
     }
     let from_padded = src.flags().contains(Flags::SUBBYTE_PADDED);
     if from_padded == padded {
-        return contiguous(src);
+        let copy = contiguous(src)?;
+        if padded && copy.numel() > 0 {
+            // A padded element's other bits are not data: they come out zero.
+            let mask = ((1u16 << dtype.element_bits()) - 1) as u8;
+            // SAFETY: a fresh compact copy of `numel` bytes, ours alone.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(copy.data().cast::<u8>(), copy.numel() as usize) };
+            bytes.iter_mut().for_each(|b| *b &= mask);
+        }
+        return Ok(copy);
     }
     if !src.device().is_host_accessible() {
         bail!(

@@ -24,7 +24,7 @@ __version__ = _lib.version
 
 _CapsuleType = type(_datetime.datetime_CAPI)
 
-#: from_dlpack(x, /, *, device=None, copy=None): written in the library
+#: from_dlpack(x, *, device=None, copy=None): written in the library
 #: (src/python/module.rs), as every protocol is; its docstring says the rules.
 from_dlpack = _lib.native["from_dlpack"]
 _from_buffer = _lib.native["from_buffer"]

@@ -112,7 +112,12 @@ unsafe extern "C" fn allocate(
         let p = unsafe { &*prototype };
         let ndim = crate::layout::check_ndim(p.ndim)?;
         // SAFETY: `shape` holds `ndim` values (the prototype's contract).
-        let shape = unsafe { crate::layout::dims_from_raw(p.shape, ndim) }.unwrap_or(&[]);
+        let Some(shape) = (unsafe { crate::layout::dims_from_raw(p.shape, ndim) }) else {
+            return Err(Error::new(
+                ErrorKind::InvalidShape,
+                format!("the prototype's shape is NULL but ndim is {ndim}"),
+            ));
+        };
         let t = Tensor::zeros(Device::target(p.device)?, DType::new(p.dtype)?, shape)?;
         Ok(export::to_versioned(t))
     });
@@ -168,6 +173,7 @@ unsafe extern "C" fn from_managed(mt: *mut DLManagedTensorVersioned, out: *mut *
             // Taken over first: it is freed if anything below fails.
             let t = py.ok(import::from_versioned(mt))?;
             if out.is_null() {
+                drop(t); // the producer's deleter runs before an exception is set
                 return Err(py.raise(Exc::Value, "out must not be NULL"));
             }
             out.write(tensor_type::wrap(py, t)?.into_ptr().cast());
@@ -178,7 +184,10 @@ unsafe extern "C" fn from_managed(mt: *mut DLManagedTensorVersioned, out: *mut *
 
 /// `dltensor_from_py_object_no_sync`: the view of a `dlbridge.Tensor` in a
 /// caller's DLTensor; its shape and strides point into the tensor, valid
-/// while the object lives (at least until control returns to Python).
+/// while the object lives (at least until control returns to Python). A
+/// bare DLTensor carries no flags: padded sub-byte data (which it would
+/// present as packed) and read-only memory (which a kernel might write) are
+/// refused with BufferError; `managed_tensor_from_py_object_no_sync` says both.
 unsafe extern "C" fn fill_dltensor(o: *mut c_void, out: *mut DLTensor) -> c_int {
     // SAFETY: consumers call the table with the GIL held.
     unsafe {
@@ -186,6 +195,14 @@ unsafe extern "C" fn fill_dltensor(o: *mut c_void, out: *mut DLTensor) -> c_int 
             let t = tensor_arg(py, o)?;
             if out.is_null() {
                 return Err(py.raise(Exc::Value, "out must not be NULL"));
+            }
+            if t.flags().contains(crate::tensor::Flags::SUBBYTE_PADDED) || t.is_readonly() {
+                let what = if t.is_readonly() { "read-only" } else { "padded sub-byte" };
+                let message = format!(
+                    "a {what} tensor cannot be described by a bare DLTensor (it has no flags): use \
+                     managed_tensor_from_py_object_no_sync"
+                );
+                return Err(py.raise(Exc::Buffer, &message));
             }
             PRODUCED.fetch_add(1, Ordering::Relaxed);
             out.write(t.dltensor());
@@ -216,10 +233,11 @@ unsafe extern "C" fn current_stream(kind: DLDeviceType, id: i32, out: *mut *mut 
 pub struct Producer {
     /// The table (DLPack 1.x).
     pub api: &'static ExchangeApi,
-    /// The type has PyTorch's lazy views (`is_conj()`, `is_neg()`), which
-    /// its table hands out as their stored values: such a tensor goes
-    /// through `__dlpack__` (which refuses it) instead.
-    pub lazy_views: bool,
+    /// The type is PyTorch's (it has `is_conj()`, `is_neg()` and
+    /// `requires_grad`): its table hands out what its `__dlpack__` refuses
+    /// (lazy views as their stored values, tensors that require grad), and
+    /// such tensors go through `__dlpack__` instead.
+    pub torch_rules: bool,
 }
 
 /// `tp.__dlpack_c_exchange_api__`, walked along `prev_api` (at most eight
@@ -249,10 +267,11 @@ pub fn lookup(py: Py<'_>, tp: Ref<'_>) -> Option<Producer> {
             }
             header.cast::<ExchangeApi>().as_ref().filter(|_| (*header).version.major == 1)?
         };
-        // The function a consumer needs must be there.
+        // The functions a consumer needs (the spec makes both mandatory).
         api.managed_tensor_from_py_object_no_sync?;
+        api.current_work_stream?;
         let has = |name: &CStr| py.getattr_str(tp, name).is_ok();
-        Some(Producer { api, lazy_views: has(c"is_conj") && has(c"is_neg") })
+        Some(Producer { api, torch_rules: has(c"is_conj") && has(c"is_neg") && has(c"requires_grad") })
     })();
     py.clear_error();
     found
@@ -276,45 +295,50 @@ fn publisher(py: Py<'_>, tp: Ref<'_>) -> Option<Owned> {
     })
 }
 
-/// Whether `x.is_conj()` or `x.is_neg()` answers True (an error counts as
-/// True: the caller then takes the careful path).
-fn lazy_view(py: Py<'_>, x: Ref<'_>) -> bool {
-    static NAMES: OnceLock<[Kept; 2]> = OnceLock::new();
+/// Whether PyTorch's `__dlpack__` would refuse `x` where its table does
+/// not: a tensor that requires grad (`x.requires_grad`), a lazy conjugate
+/// or negative view (`x.is_conj()`, `x.is_neg()`). Any error counts as
+/// yes (the caller then takes the careful path).
+fn torch_would_refuse(py: Py<'_>, x: Ref<'_>) -> bool {
+    static NAMES: OnceLock<[Kept; 3]> = OnceLock::new();
     let names = match NAMES.get() {
         Some(n) => n,
-        None => match (py.interned(c"is_conj"), py.interned(c"is_neg")) {
-            (Ok(a), Ok(b)) => NAMES.get_or_init(|| [Kept::new(a), Kept::new(b)]),
+        None => match (py.interned(c"requires_grad"), py.interned(c"is_conj"), py.interned(c"is_neg")) {
+            (Ok(a), Ok(b), Ok(c)) => NAMES.get_or_init(|| [Kept::new(a), Kept::new(b), Kept::new(c)]),
             _ => {
                 py.clear_error();
                 return true;
             }
         },
     };
-    names.iter().any(|name| {
-        // SAFETY: GIL held (token); the method name, then `x` as self.
-        let answer = py.owned(unsafe {
-            (py.api().vectorcall_method)(name.get(py).as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut())
-        });
+    let refused = names.iter().enumerate().any(|(i, name)| {
+        let name = name.get(py);
+        let answer = if i == 0 {
+            py.getattr(x, name)
+        } else {
+            // SAFETY: GIL held (token); the method name, then `x` as self.
+            py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut()) })
+        };
         // Exactly False is the common answer: no truth call needed.
         match answer {
             Ok(a) if a.as_ref().is(py.api().false_) => false,
             Ok(a) => py.truth(a.as_ref()).unwrap_or(true),
             Err(_) => true,
         }
-    }) && {
-        py.clear_error();
-        true
-    }
+    });
+    py.clear_error();
+    refused
 }
 
 /// Takes `x`'s tensor through its type's table: a versioned managed tensor
 /// imported (validated) here, with dlbridge's stream (the legacy default)
 /// ordered after the producer's current work stream where streams apply.
-/// Ok(None): the table declined (an error, cleared, or a lazy view): use
+/// Ok(None): the table declined (an error, cleared) or would answer
+/// differently from `__dlpack__` (PyTorch's rules): use
 /// `__dlpack__`, whose answer (or refusal) is the producer's own.
 pub fn import_through(py: Py<'_>, producer: Producer, x: Ref<'_>) -> PyResult<Option<Tensor>> {
     let api = producer.api;
-    if producer.lazy_views && lazy_view(py, x) {
+    if producer.torch_rules && torch_would_refuse(py, x) {
         return Ok(None);
     }
     let from = api.managed_tensor_from_py_object_no_sync.expect("checked in lookup");
@@ -331,13 +355,17 @@ pub fn import_through(py: Py<'_>, producer: Producer, x: Ref<'_>) -> PyResult<Op
     let t = py.ok(unsafe { import::from_versioned(mt) })?;
     let device = t.device();
     if super::args::takes_stream(device.kind()) {
-        let Some(current) = api.current_work_stream else {
-            return Ok(Some(t));
-        };
+        let current = api.current_work_stream.expect("checked in lookup");
         let mut stream: *mut c_void = std::ptr::null_mut();
         // SAFETY: GIL held; the producer's function, as the spec calls it.
         if unsafe { current(device.kind(), device.id(), &mut stream) } != 0 {
-            return Err(py.already_raised());
+            // The tensor goes back to its producer with no exception pending
+            // (its deleter may run Python code), then the failure is raised.
+            let failure = py.error_text();
+            py.clear_error();
+            drop(t);
+            let message = failure.unwrap_or_else(|| "no exception was set".into());
+            return Err(py.raise(Exc::Runtime, &format!("the producer's current_work_stream failed: {message}")));
         }
         // NULL: the producer's default (legacy) stream, already ours.
         if !stream.is_null() {

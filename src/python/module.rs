@@ -103,7 +103,7 @@ fn take(py: Py<'_>, capsule: PyResult<Owned>) -> PyResult<Tensor> {
     capsule::import(py, capsule?.as_ref())
 }
 
-/// `from_dlpack(x, /, *, device=None, copy=None)`.
+/// `from_dlpack(x, *, device=None, copy=None)`.
 fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
     static SIG: Signature<3> = Signature::new("from_dlpack", 1, ["x", "device", "copy"]);
     let [x, device, copy] = call.bind(py, &SIG)?;

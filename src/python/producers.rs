@@ -14,7 +14,7 @@ use super::object::{Kept, Owned, Py, PyResult, Ref};
 const SLOTS: usize = 16;
 
 /// Per type: the table's address (tables are 8-aligned) with flag bits.
-const LAZY_VIEWS: usize = 1;
+const TORCH_RULES: usize = 1;
 const NUMPY: usize = 2;
 
 static TYPES: [(AtomicPtr<PyObject>, AtomicUsize); SLOTS] =
@@ -32,7 +32,10 @@ pub struct TypeInfo {
 fn decode(word: usize) -> TypeInfo {
     // SAFETY: the address of a table a producer published for the process (or 0).
     let api = unsafe { ((word & !7) as *const ExchangeApi).as_ref() };
-    TypeInfo { numpy: word & NUMPY != 0, producer: api.map(|api| Producer { api, lazy_views: word & LAZY_VIEWS != 0 }) }
+    TypeInfo {
+        numpy: word & NUMPY != 0,
+        producer: api.map(|api| Producer { api, torch_rules: word & TORCH_RULES != 0 }),
+    }
 }
 
 /// What is known of `tp` (learnt now if it is new).
@@ -42,7 +45,7 @@ pub fn info(py: Py<'_>, tp: Ref<'_>) -> TypeInfo {
     }
     let numpy = is_numpy_type(py, tp);
     let producer = if numpy { None } else { exchange::lookup(py, tp) };
-    let word = producer.map_or(0, |p| std::ptr::from_ref(p.api) as usize | if p.lazy_views { LAZY_VIEWS } else { 0 })
+    let word = producer.map_or(0, |p| std::ptr::from_ref(p.api) as usize | if p.torch_rules { TORCH_RULES } else { 0 })
         | if numpy { NUMPY } else { 0 };
     if let Some(slot) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
         slot.1.store(word, Ordering::Relaxed);
