@@ -12,7 +12,7 @@ pub const MAX_NDIM: usize = 64;
 pub type Dims = SmallVec<[i64; 6]>;
 
 /// Dimensions kept inline in a [`Dims`].
-const INLINE: usize = 6;
+pub const INLINE: usize = 6;
 
 /// Copies dimensions into new [`Dims`]. Up to six are moved as a
 /// constant-size copy per length: a call to `memcpy` for one or two values

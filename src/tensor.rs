@@ -117,6 +117,80 @@ impl RawView<'_> {
     /// As `validate`, writing the view in place (into a tensor's block, with
     /// no copy of it on the way); `out` is written only on success.
     fn validate_into(&self, out: &mut MaybeUninit<View>) -> Result<()> {
+        if let Some(view) = self.validate_common() {
+            out.write(view);
+            return Ok(());
+        }
+        self.validate_general(out)
+    }
+
+    /// The common case in one pass (what every exchange of ordinary data
+    /// takes): known flags, a byte-sized dtype, explicit strides, up to six
+    /// dimensions, memory with addresses, every product and sum in range.
+    /// It checks what [`RawView::validate_general`] checks, fused; None for
+    /// anything else, including every error, which the general path then
+    /// reports.
+    #[inline]
+    fn validate_common(&self) -> Option<View> {
+        let device = Device::new(self.device).ok()?;
+        let dtype = DType::new(self.dtype).ok()?;
+        let flags = Flags(self.flags);
+        let strides = self.strides?;
+        let n = self.shape.len();
+        if flags.0 & !(Flags::KNOWN.0 | Flags::WRITABILITY_UNKNOWN.0) != 0
+            || n > layout::INLINE
+            || strides.len() != n
+            || !device.has_addresses()
+        {
+            return None;
+        }
+        let item = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED))? as i64;
+        // numel (zero dimensions counted as 1 for the compact size), and the
+        // byte extent [lo, hi) of the elements.
+        let (mut span, mut empty, mut lo, mut hi) = (1i64, false, 0i64, item);
+        for (&d, &s) in self.shape.iter().zip(strides) {
+            if d < 0 {
+                return None;
+            }
+            empty |= d == 0;
+            span = span.checked_mul(d.max(1))?;
+            let step = s.checked_mul(item).filter(|b| *b != i64::MIN)?;
+            if d > 0 {
+                let reach = (d - 1).checked_mul(step)?;
+                if reach < 0 {
+                    lo = lo.checked_add(reach)?
+                } else {
+                    hi = hi.checked_add(reach)?
+                }
+                hi.checked_sub(lo)?;
+            }
+        }
+        // A compact copy must fit in isize bytes.
+        span.checked_mul(item).filter(|b| *b <= isize::MAX as i64)?;
+        let numel = if empty { 0 } else { span as u64 };
+        if numel > 0 {
+            if self.data.is_null() {
+                return None;
+            }
+            let first = self.data as usize as i128 + i128::from(self.byte_offset);
+            if first + i128::from(lo) < 0 || first + i128::from(hi) > usize::MAX as i128 + 1 {
+                return None;
+            }
+        }
+        Some(View {
+            data: self.data.wrapping_byte_add(self.byte_offset as usize),
+            byte_offset: 0,
+            shape: layout::dims(self.shape),
+            strides: layout::dims(strides),
+            dtype,
+            device,
+            flags,
+            numel,
+        })
+    }
+
+    /// Every case, one check at a time, with the error that says what is wrong.
+    fn validate_general(&self, out: &mut MaybeUninit<View>) -> Result<()> {
         let device = Device::new(self.device)?;
         let dtype = DType::new(self.dtype)?;
         let flags = Flags(self.flags);
@@ -579,6 +653,77 @@ pub(crate) mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use dlpark::ffi::{DLDataTypeCode, DLDeviceType};
+
+    /// The one-pass validation must accept exactly what the general path
+    /// accepts, with the same view: compared over many random and extreme
+    /// shapes, strides, offsets, addresses, dtypes and flags.
+    #[test]
+    fn the_common_path_agrees_with_the_general_one() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let extremes =
+            [0, 1, 2, 3, -1, -2, 7, 1 << 20, -(1 << 20), 1 << 40, i64::MAX / 3, i64::MIN / 3, i64::MAX, i64::MIN];
+        let pick = |r: u64| extremes[(r % extremes.len() as u64) as usize];
+        let dtypes = [DType::FLOAT32, DType::INT8, DType::COMPLEX128, DType::BOOL];
+        let (mut fast, mut agreed) = (0, 0);
+        for _ in 0..200_000 {
+            let ndim = (next() % 5) as usize;
+            let small = next() % 3 != 0;
+            let value = |r: u64| if small { (r % 9) as i64 - 2 } else { pick(r) };
+            let shape: Vec<i64> = (0..ndim).map(|_| value(next()).max(if next() % 4 == 0 { -1 } else { 0 })).collect();
+            let strides: Vec<i64> = (0..ndim).map(|_| value(next())).collect();
+            let data = match next() % 4 {
+                0 => std::ptr::null_mut(),
+                1 => usize::MAX as *mut c_void,
+                _ => (0x1000 + (next() % 64) as usize * 8) as *mut c_void,
+            };
+            let raw = RawView {
+                data,
+                device: Device::CPU.raw(),
+                dtype: dtypes[(next() % 4) as usize].raw(),
+                shape: &shape,
+                strides: Some(&strides),
+                byte_offset: if next() % 5 == 0 { u64::MAX - (next() % 16) } else { next() % 64 },
+                flags: if next() % 10 == 0 { 1 << 40 } else { next() % 4 },
+            };
+            let mut general = MaybeUninit::uninit();
+            let verdict = raw.validate_general(&mut general);
+            if let Some(view) = raw.validate_common() {
+                fast += 1;
+                assert!(verdict.is_ok(), "the common path took what the general one refuses: {raw:?}: {verdict:?}");
+                // SAFETY: written on success.
+                let general = unsafe { general.assume_init() };
+                assert_eq!(
+                    (
+                        view.data,
+                        view.byte_offset,
+                        &view.shape[..],
+                        &view.strides[..],
+                        view.dtype,
+                        view.flags.0,
+                        view.numel
+                    ),
+                    (
+                        general.data,
+                        general.byte_offset,
+                        &general.shape[..],
+                        &general.strides[..],
+                        general.dtype,
+                        general.flags.0,
+                        general.numel
+                    ),
+                    "{raw:?}"
+                );
+                agreed += 1;
+            }
+        }
+        assert!(fast > 20_000 && agreed == fast, "common path taken {fast} times");
+    }
 
     pub(crate) fn raw<'a>(data: *mut c_void, shape: &'a [i64], strides: Option<&'a [i64]>) -> RawView<'a> {
         RawView {
