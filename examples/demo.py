@@ -81,6 +81,23 @@ try:
 except BufferError as e:
     print(f"  JAX asks for a legacy capsule, which cannot say read-only -> BufferError: {e}")
 
+print("\n6) DLPack 1.3's C exchange API: one C call instead of __dlpack__, both ways:")
+w = torch.arange(4, dtype=torch.float32)
+via_table = dlbridge.from_dlpack(w)  # PyTorch's table (torch.Tensor.__dlpack_c_exchange_api__)
+print(f"  torch -> dlbridge through PyTorch's table: same address {via_table.data_ptr == w.data_ptr()}")
+try:
+    import tvm_ffi
+except ImportError:
+    print("  (apache-tvm-ffi is not installed: the other direction is skipped)")
+else:
+    before = dlbridge._lib.native["exchange_api_calls"]()
+    v = tvm_ffi.from_dlpack(via_table)  # dlbridge's table
+    used = dlbridge._lib.native["exchange_api_calls"]() - before
+    print(f"  dlbridge -> tvm-ffi through dlbridge's table: {used} table call, same address "
+          f"{np.from_dlpack(v).ctypes.data == w.data_ptr()}")
+    del v
+del via_table, w
+
 del t, a, pt, x, view, r
 __import__("gc").collect()
 print(f"\nlive dlbridge tensors after cleanup: {dlbridge.live_tensor_count()}")
