@@ -15,6 +15,10 @@ out=BENCHMARKS.md
   echo
   PYTHONPATH=python "$py" benches/exchange.py
   echo
+  echo "## DLPack 1.3 C exchange API, per tensor, measured in C"
+  echo
+  PYTHONPATH=python "$py" benches/exchange_table.py
+  echo
   echo "## C exchange, per round trip (median of 7 x 1M; callgrind instructions)"
   echo
   make --no-print-directory -s -C benches c PYTHON="$(realpath "$py")"
