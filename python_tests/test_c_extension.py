@@ -4,14 +4,12 @@ with -Wall -Werror against Python.h and dlbridge.h and linked to the
 library the package loads."""
 
 import pathlib
-import subprocess
-import sys
-import sysconfig
 
 import numpy as np
 import pytest
 
 import dlbridge
+from _cext import build_extension
 from _optional import needs_torch
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -21,20 +19,10 @@ INCLUDE = HERE.parent / "include"
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory):
     library = pathlib.Path(dlbridge._lib.path).resolve()
-    out = tmp_path_factory.mktemp("pyobject_ext")
-    target = out / f"pyobject_ext{sysconfig.get_config_var('EXT_SUFFIX')}"
     # Linked by its full path (so the loader maps the very file the package
     # loaded: one copy of dlbridge in the process).
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", f"-I{sysconfig.get_paths()['include']}",
-                    f"-I{INCLUDE}", str(HERE / "pyobject_ext.c"), str(library), f"-Wl,-rpath,{library.parent}",
-                    "-o", str(target)], check=True)
-    sys.path.insert(0, str(out))
-    try:
-        import pyobject_ext
-    finally:
-        sys.path.remove(str(out))
-    return pyobject_ext
+    return build_extension("pyobject_ext", HERE / "pyobject_ext.c", tmp_path_factory.mktemp("pyobject_ext"),
+                           f"-I{INCLUDE}", str(library), f"-Wl,-rpath,{library.parent}")
 
 
 def test_any_producer_reaches_a_c_extension(ext, no_leak):

@@ -6,14 +6,12 @@ would), and dlbridge.from_dlpack takes tensors through a producer's table
 
 import ctypes
 import pathlib
-import subprocess
-import sys
-import sysconfig
 
 import numpy as np
 import pytest
 
 import dlbridge
+from _cext import build_extension
 from _optional import needs_torch
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -54,18 +52,7 @@ def ext(tmp_path_factory):
     include = pathlib.Path(tvm_ffi.__file__).parent / "include"
     if not (include / "dlpack" / "dlpack.h").is_file():
         pytest.skip(f"no dlpack/dlpack.h under {include}")
-    out = tmp_path_factory.mktemp("ext")
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = out / f"exchange_ext{suffix}"
-    cc = sysconfig.get_config_var("CC").split()[0] or "cc"
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", f"-I{sysconfig.get_paths()['include']}",
-                    f"-I{include}", str(HERE / "exchange_ext.c"), "-o", str(target)], check=True)
-    sys.path.insert(0, str(out))
-    try:
-        import exchange_ext
-    finally:
-        sys.path.remove(str(out))
-    return exchange_ext
+    return build_extension("exchange_ext", HERE / "exchange_ext.c", tmp_path_factory.mktemp("ext"), f"-I{include}")
 
 
 def test_a_c_extension_drives_every_function_of_the_table(ext, no_leak):

@@ -126,6 +126,16 @@ pub struct Signature<const N: usize> {
 }
 
 impl<const N: usize> Signature<N> {
+    /// The function's name.
+    pub fn name(&self) -> &'static str {
+        self.function
+    }
+
+    /// The name of parameter `i`.
+    pub fn parameter(&self, i: usize) -> &'static str {
+        self.names[i]
+    }
+
     /// `function(names[..positional], /, *, names[positional..])`.
     pub const fn new(function: &'static str, positional: usize, names: [&'static str; N]) -> Signature<N> {
         Signature { function, positional, names, last: AtomicPtr::new(std::ptr::null_mut()), slots: AtomicU64::new(0) }

@@ -454,16 +454,36 @@ unsafe extern "C" fn copy_method(o: Obj, _unused: Obj) -> Obj {
     }
 }
 
+/// A method of one required argument: `body(py, tensor, self, argument)`.
+///
+/// # Safety
+/// As CPython calls a `METH_FASTCALL | METH_KEYWORDS` method: the GIL held,
+/// `o` an instance, the vectorcall arguments.
+unsafe fn one_argument(
+    o: Obj,
+    (args, nargs, kwnames): (*const Obj, isize, Obj),
+    sig: &Signature<1>,
+    body: impl FnOnce(Py<'_>, &Tensor, Ref<'_>, Ref<'_>) -> PyResult<Owned>,
+) -> Obj {
+    // SAFETY: by contract.
+    unsafe {
+        entry_object(|py| {
+            let t = this(py, o)?;
+            let [argument] = Call::new(py, args, nargs, kwnames).bind(py, sig)?;
+            let Some(argument) = argument else {
+                let message = format!("{}() missing required argument '{}'", sig.name(), sig.parameter(0));
+                return Err(py.raise(Exc::Type, &message));
+            };
+            body(py, t, Ref::from_ptr(o).expect("self"), argument)
+        })
+    }
+}
+
 /// `Tensor.astype(dtype)`.
 unsafe extern "C" fn astype(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
     unsafe {
-        entry_object(|py| {
-            let t = this(py, o)?;
-            let [dtype] = Call::new(py, args, nargs, kwnames).bind(py, &ASTYPE)?;
-            let Some(dtype) = dtype else {
-                return Err(py.raise(Exc::Type, "astype() missing required argument 'dtype'"));
-            };
+        one_argument(o, (args, nargs, kwnames), &ASTYPE, |py, t, _, dtype| {
             let dtype = args::dtype(py, dtype)?;
             wrap(py, py.ok(py.without_gil(|| copy::astype(t, dtype)))?)
         })
@@ -474,15 +494,10 @@ unsafe extern "C" fn astype(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
 unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
     unsafe {
-        entry_object(|py| {
-            let t = this(py, o)?;
-            let [device] = Call::new(py, args, nargs, kwnames).bind(py, &TO_DEVICE)?;
-            let Some(device) = device else {
-                return Err(py.raise(Exc::Type, "to_device() missing required argument 'device'"));
-            };
+        one_argument(o, (args, nargs, kwnames), &TO_DEVICE, |py, t, this, device| {
             let target = args::device(py, device)?;
             if same_device(target, t.device().raw()) {
-                return Ok(py.retain(Ref::from_ptr(o).expect("self")));
+                return Ok(py.retain(this));
             }
             let device = py.ok(Device::target(target))?;
             wrap(py, py.ok(py.without_gil(|| copy::to_device(t, device)))?)
@@ -494,12 +509,7 @@ unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: 
 unsafe extern "C" fn repack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
     unsafe {
-        entry_object(|py| {
-            let t = this(py, o)?;
-            let [padded] = Call::new(py, args, nargs, kwnames).bind(py, &REPACK)?;
-            let Some(padded) = padded else {
-                return Err(py.raise(Exc::Type, "repack() missing required argument 'padded'"));
-            };
+        one_argument(o, (args, nargs, kwnames), &REPACK, |py, t, _, padded| {
             let padded = py.truth(padded)?;
             wrap(py, py.ok(py.without_gil(|| copy::repack(t, padded)))?)
         })
