@@ -202,3 +202,17 @@ def test_torch_tensors_that_require_grad_follow_torchs_own_rule(no_leak):
     with pytest.raises(type(direct.value)):
         dlbridge.from_dlpack(g)
     assert dlbridge.from_dlpack(g.detach()).data_ptr == g.data_ptr()
+
+
+@needs_torch
+def test_a_torch_negative_view_is_refused_not_handed_out_negated(no_leak):
+    import torch
+
+    z = torch.tensor([1 + 2j, 3 - 4j])
+    negative = z.conj().imag  # a lazy negative view of float32 data: is_neg()
+    assert negative.is_neg() and negative.tolist() == [-2.0, 4.0]
+    # PyTorch's own export gives the stored values (2, -4): a wrong answer.
+    assert torch.from_dlpack(negative.__dlpack__()).tolist() == [2.0, -4.0]
+    with pytest.raises(BufferError, match="resolve_neg"):
+        dlbridge.from_dlpack(negative)
+    assert dlbridge.from_dlpack(negative.resolve_neg()).numpy().tolist() == [-2.0, 4.0]

@@ -295,15 +295,24 @@ fn publisher(py: Py<'_>, tp: Ref<'_>) -> Option<Owned> {
     })
 }
 
-/// Whether PyTorch's `__dlpack__` would refuse `x` where its table does
-/// not: a tensor that requires grad (`x.requires_grad`), a lazy conjugate
-/// or negative view (`x.is_conj()`, `x.is_neg()`). Any error counts as
-/// yes (the caller then takes the careful path).
-fn torch_would_refuse(py: Py<'_>, x: Ref<'_>) -> bool {
+/// PyTorch's questions, asked of a tensor its table would hand out where
+/// its `__dlpack__` refuses (`requires_grad`, `is_conj()`: a lazy conjugate
+/// view, complex dtypes only, so asked only of those) or where both hand
+/// out wrong values (`is_neg()`: a lazy negative view, real dtypes too).
+#[derive(Clone, Copy)]
+enum Question {
+    RequiresGrad,
+    IsNeg,
+    IsConj,
+}
+
+/// Whether PyTorch answers yes (any error counts as yes: the caller then
+/// takes the careful path).
+fn torch_says(py: Py<'_>, x: Ref<'_>, question: Question) -> bool {
     static NAMES: OnceLock<[Kept; 3]> = OnceLock::new();
     let names = match NAMES.get() {
         Some(n) => n,
-        None => match (py.interned(c"requires_grad"), py.interned(c"is_conj"), py.interned(c"is_neg")) {
+        None => match (py.interned(c"requires_grad"), py.interned(c"is_neg"), py.interned(c"is_conj")) {
             (Ok(a), Ok(b), Ok(c)) => NAMES.get_or_init(|| [Kept::new(a), Kept::new(b), Kept::new(c)]),
             _ => {
                 py.clear_error();
@@ -311,23 +320,20 @@ fn torch_would_refuse(py: Py<'_>, x: Ref<'_>) -> bool {
             }
         },
     };
-    let refused = names.iter().enumerate().any(|(i, name)| {
-        let name = name.get(py);
-        let answer = if i == 0 {
-            py.getattr(x, name)
-        } else {
-            // SAFETY: GIL held (token); the method name, then `x` as self.
-            py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut()) })
-        };
-        // Exactly False is the common answer: no truth call needed.
-        match answer {
-            Ok(a) if a.as_ref().is(py.api().false_) => false,
-            Ok(a) => py.truth(a.as_ref()).unwrap_or(true),
-            Err(_) => true,
-        }
-    });
+    let name = names[question as usize].get(py);
+    let answer = match question {
+        Question::RequiresGrad => py.getattr(x, name),
+        // SAFETY: GIL held (token); the method name, then `x` as self.
+        _ => py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut()) }),
+    };
+    // Exactly False is the common answer: no truth call needed.
+    let yes = match answer {
+        Ok(a) if a.as_ref().is(py.api().false_) => false,
+        Ok(a) => py.truth(a.as_ref()).unwrap_or(true),
+        Err(_) => true,
+    };
     py.clear_error();
-    refused
+    yes
 }
 
 /// Takes `x`'s tensor through its type's table: a versioned managed tensor
@@ -338,8 +344,18 @@ fn torch_would_refuse(py: Py<'_>, x: Ref<'_>) -> bool {
 /// `__dlpack__`, whose answer (or refusal) is the producer's own.
 pub fn import_through(py: Py<'_>, producer: Producer, x: Ref<'_>) -> PyResult<Option<Tensor>> {
     let api = producer.api;
-    if producer.torch_rules && torch_would_refuse(py, x) {
-        return Ok(None);
+    if producer.torch_rules {
+        if torch_says(py, x, Question::RequiresGrad) {
+            return Ok(None); // PyTorch's __dlpack__ says why not
+        }
+        if torch_says(py, x, Question::IsNeg) {
+            // Both PyTorch's table and its __dlpack__ (2.15) hand out a lazy
+            // negative view's stored values, not negated: refused here.
+            return Err(py.raise(
+                Exc::Buffer,
+                "a PyTorch negative view (is_neg()) cannot be exchanged as it is stored: call resolve_neg() first",
+            ));
+        }
     }
     let from = api.managed_tensor_from_py_object_no_sync.expect("checked in lookup");
     let mut mt: *mut DLManagedTensorVersioned = std::ptr::null_mut();
@@ -353,6 +369,13 @@ pub fn import_through(py: Py<'_>, producer: Producer, x: Ref<'_>) -> PyResult<Op
     };
     // SAFETY: an owning managed tensor the producer handed over.
     let t = py.ok(unsafe { import::from_versioned(mt) })?;
+    if producer.torch_rules
+        && t.dtype().raw().code == dlpark::ffi::DLDataTypeCode::COMPLEX
+        && torch_says(py, x, Question::IsConj)
+    {
+        drop(t); // back to PyTorch; its __dlpack__ answers instead
+        return Ok(None);
+    }
     let device = t.device();
     if super::args::takes_stream(device.kind()) {
         let current = api.current_work_stream.expect("checked in lookup");
