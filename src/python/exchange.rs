@@ -4,13 +4,15 @@
 //! "dlpack_exchange_api" holding [`TABLE`], a static `DLPackExchangeAPI`
 //! (version 1.3, no older table chained): a consumer (tvm-ffi, CuTe DSL, a
 //! kernel launcher) converts a `dlbridge.Tensor` with one C call instead of
-//! `__dlpack__`. Every function is called with the GIL held and returns 0,
-//! or -1 with a Python exception set; none synchronises a stream.
+//! `__dlpack__`. Every function must be called with the GIL held (the
+//! spec's rule; an error path without it would crash) and returns 0, or -1
+//! with a Python exception set; none synchronises a stream.
 //!
 //! Consumer: `from_dlpack(x)` asks `type(x).__dlpack_c_exchange_api__`
-//! first (the answer cached per type) and takes the tensor through the
-//! producer's table, ordering its own work after the producer's current
-//! stream where streams apply.
+//! first (the answer cached per type, see `producers`) and takes the tensor
+//! through the producer's table where that gives what `__dlpack__` would,
+//! ordering its own work after the producer's current stream where
+//! streams apply.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::NonNull;
