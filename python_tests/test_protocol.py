@@ -229,3 +229,65 @@ def test_argument_edge_cases_found_by_review(no_leak):
         bool(t)
     with pytest.raises(ValueError, match="ambiguous"):
         bool(dlbridge.zeros((0,)))
+
+
+def test_producers_whose_tensors_stay_on_the_host_are_asked_for_their_device_once(no_leak):
+    # Only to choose a stream does from_dlpack ask __dlpack_device__; a type
+    # whose tensors have all been in host memory is not asked again, until
+    # one is not (then it is asked again each time: here an OpenCL tensor).
+    from dlbridge import capi
+
+    a = np.arange(4.0)
+    shape = (ctypes.c_int64 * 1)(4)
+    handle = ctypes.c_void_p()
+    capi.check(capi.lib.dlb_tensor_wrap(ctypes.c_void_p(0x1000), capi.DLDevice(4, 0), capi.DLDataType(2, 32, 1), 1,
+                                        shape, None, 0, 0, capi.dlb_release_fn(), None, ctypes.byref(handle)))
+    opencl = capi.to_tensor(handle)
+
+    class Producer:
+        asked = 0
+        source = a
+
+        def __dlpack__(self, **kwargs):
+            return type(self).source.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            type(self).asked += 1
+            return type(self).source.__dlpack_device__()
+
+    p = Producer()
+    for _ in range(5):
+        assert dlbridge.from_dlpack(p).data_ptr == a.ctypes.data
+    assert Producer.asked == 1
+    Producer.source = opencl  # not host memory: the type is asked again from now on
+    assert dlbridge.from_dlpack(p).__dlpack_device__() == (4, 0)
+    dlbridge.from_dlpack(p)
+    assert Producer.asked == 2
+    Producer.source = a
+    dlbridge.from_dlpack(p)
+    dlbridge.from_dlpack(p)
+    assert Producer.asked == 3  # host again: learnt once more
+    del opencl
+
+
+def test_a_producer_without_max_version_is_asked_without_it_after_the_first_time(no_leak):
+    a = np.arange(3.0)
+
+    class Old:
+        calls = 0
+
+        def __dlpack__(self, **kwargs):  # DLPack 0.x: no max_version
+            type(self).calls += 1
+            if set(kwargs) - {"stream"}:
+                raise TypeError(f"__dlpack__() got an unexpected keyword argument {next(iter(kwargs))!r}")
+            return a.__dlpack__()
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    p = Old()
+    for _ in range(4):
+        t = dlbridge.from_dlpack(p)
+        assert t.data_ptr == a.ctypes.data and t.readonly  # legacy capsule: read-only under dlbridge's rule
+    assert Old.calls == 5  # the refused first call, then one call each
+    del t

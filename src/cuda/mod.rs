@@ -38,6 +38,10 @@ mod without_cuda {
     pub(crate) fn empty_cache() -> Result<()> {
         bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
     }
+
+    pub(crate) fn synchronize(_device: i32) -> Result<()> {
+        bail!(CudaUnavailable, "dlbridge was built without the `cuda` feature")
+    }
 }
 
 /// Number of CUDA devices. `CudaUnavailable` without a driver (or in a
@@ -154,6 +158,12 @@ mod imp {
         .map_err(|e| driver_error("cuMemPoolSetAttribute", e))?;
         pools.push((device, pool as usize));
         Ok(pool)
+    }
+
+    /// Waits until all work queued on `device` (every stream) is done: for
+    /// memory a producer handed over without saying which stream to wait for.
+    pub(crate) fn synchronize(device: i32) -> Result<()> {
+        on_device(device, || result::ctx::synchronize().map_err(|e| driver_error("cuCtxSynchronize", e)))
     }
 
     /// Gives the memory that dlbridge keeps for reuse (pinned host blocks,

@@ -61,19 +61,34 @@ fn call_method(py: Py<'_>, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<
 /// the legacy default stream, so a CUDA producer is asked to make its
 /// pending work visible there (the spec's stream=1); None where streams do
 /// not apply, or for an old producer without `__dlpack_device__`.
-fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<Option<i64>> {
+fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<(Option<DLDeviceType>, Option<i64>)> {
     let device = match call_method(py, c.dlpack_device.get(py), &[x], None) {
         Ok(d) => d,
         Err(_) if py.error_matches(Exc::Attribute) => {
             py.clear_error();
-            return Ok(None);
+            return Ok((None, None));
         }
         Err(raised) => return Err(raised),
     };
     let kind = py.item(device.as_ref(), 0)?;
     let kind = u32::try_from(py.index(kind.as_ref())?).ok().map(DLDeviceType);
-    let Some(kind) = kind else { return Ok(None) };
-    Ok(args::stream_to_ask(kind))
+    Ok((kind, kind.and_then(args::stream_to_ask)))
+}
+
+/// A tensor from a producer that was not asked for its device (its tensors
+/// had all been in host memory): if this one is not, the type is asked
+/// from now on, and where the memory takes a stream the device is
+/// synchronised (the producer's pending work may be on any stream).
+fn unasked(py: Py<'_>, x: Ref<'_>, t: Tensor) -> PyResult<Tensor> {
+    let kind = t.device().kind();
+    if kind != DLDeviceType::CPU {
+        producers::saw_host(x.type_of(), false);
+        if args::takes_stream(kind) {
+            let device = t.device().id();
+            py.ok(py.without_gil(|| crate::cuda::synchronize(device)))?;
+        }
+    }
+    Ok(t)
 }
 
 /// Applies `from_dlpack`'s device / copy request to a tensor the producer
@@ -130,7 +145,11 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
         return tensor_type::wrap(py, t);
     }
     let c = constants(py)?;
-    let stream = if known.numpy {
+    // A type whose tensors have all been in host memory is not asked for its
+    // device again (NumPy's never are); should one come back with memory
+    // that takes a stream after all, the device is synchronised below.
+    let asks = !(known.numpy || known.host_so_far);
+    let stream = if !asks {
         None
     } else {
         if let Err(raised) = py.getattr(x, c.dlpack.get(py)) {
@@ -141,21 +160,35 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
             let message = format!("{} does not support DLPack (no __dlpack__)", py.type_name(x));
             return Err(py.raise(Exc::Type, &message));
         }
-        consumer_stream(py, c, x)?
+        let (kind, stream) = consumer_stream(py, c, x)?;
+        if kind == Some(DLDeviceType::CPU) {
+            producers::saw_host(x.type_of(), true);
+        }
+        stream
     };
     let dlpack = c.dlpack.get(py);
     if target.is_none() && copy.is_none() && stream.is_none() {
-        let asked = call_method(py, dlpack, &[x, c.max_version.get(py)], Some(c.max_version_name.get(py)));
-        let capsule = match asked {
-            // A producer older than DLPack 1.0's keywords (not one that
-            // refused with a TypeError subclass, such as pyarrow's).
-            Err(_) if py.error_is_exactly(Exc::Type) => {
-                py.clear_error();
-                call_method(py, dlpack, &[x], None)
+        let capsule = if known.old_signature {
+            call_method(py, dlpack, &[x], None)
+        } else {
+            match call_method(py, dlpack, &[x, c.max_version.get(py)], Some(c.max_version_name.get(py))) {
+                // A producer older than DLPack 1.0's keywords (not one that
+                // refused with a TypeError subclass, such as pyarrow's):
+                // asked without them, now and from then on.
+                Err(_) if py.error_is_exactly(Exc::Type) => {
+                    py.clear_error();
+                    let old = call_method(py, dlpack, &[x], None);
+                    if old.is_ok() {
+                        producers::saw_old_signature(x.type_of());
+                    }
+                    old
+                }
+                asked => asked,
             }
-            asked => asked,
         };
-        return tensor_type::wrap(py, take(py, capsule)?);
+        let t = take(py, capsule)?;
+        let t = if asks || known.numpy { t } else { unasked(py, x, t)? };
+        return tensor_type::wrap(py, t);
     }
     // The full request: (name, value) pairs, as keywords.
     let stream_value = stream.map(|s| py.int(s)).transpose()?;
@@ -180,8 +213,9 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
         let names = py.tuple(names)?;
         call_method(py, dlpack, &values, Some(names.as_ref()))
     };
+    let took = |t: Tensor| if asks || known.numpy { Ok(t) } else { unasked(py, x, t) };
     match ask(true, true) {
-        Ok(capsule) => tensor_type::wrap(py, take(py, Ok(capsule))?),
+        Ok(capsule) => tensor_type::wrap(py, took(take(py, Ok(capsule))?)?),
         Err(_) if py.error_is_exactly(Exc::Type) => {
             // An old producer: take what it has, then honour the request here.
             py.clear_error();
@@ -192,14 +226,14 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
                     call_method(py, dlpack, &[x, s.as_ref()], Some(names.as_ref()))
                 }
             };
-            tensor_type::wrap(py, honour(py, take(py, old)?, target, copy)?)
+            tensor_type::wrap(py, honour(py, took(take(py, old)?)?, target, copy)?)
         }
         // NotImplementedError: PaddlePaddle's way of refusing a device.
         Err(_) if target.is_some() && (py.error_matches(Exc::Buffer) || py.error_matches(Exc::NotImplemented)) => {
             // The producer cannot put its data on that device: take it where
             // it is, then move it (or refuse: copy=False) here; the move is the copy.
             py.clear_error();
-            let here = take(py, ask(false, copy != Some(true)))?;
+            let here = took(take(py, ask(false, copy != Some(true)))?)?;
             tensor_type::wrap(py, honour(py, here, target, copy)?)
         }
         Err(raised) => Err(raised),

@@ -1,6 +1,9 @@
-//! What `from_dlpack` learns about each producer type, once: whether it
-//! is one of NumPy's (always host memory: never asked for its device) and
-//! whether it publishes a DLPack exchange table `from_dlpack` may use.
+//! What `from_dlpack` learns about each producer type: whether it is one of
+//! NumPy's (always host memory: never asked for its device), whether it
+//! publishes a DLPack exchange table `from_dlpack` may use (both learnt
+//! once), and whether its tensors have all been in host memory so far (then
+//! it is not asked for its device either; see `module::from_dlpack` for what
+//! happens when one is not).
 //! Read on every call without a lock; written under the GIL. At most
 //! `SLOTS` types are remembered, each with a reference kept (so its address
 //! cannot be reused by another type); later types are looked up each time.
@@ -16,6 +19,10 @@ const SLOTS: usize = 16;
 /// Per type: the table's address (tables are 8-aligned) with flag bits.
 const TORCH_RULES: usize = 1;
 const NUMPY: usize = 2;
+const HOST_SO_FAR: usize = 4;
+/// The table's address is 8-aligned: this flag is kept above it, in the
+/// top bit (no user-space address has it).
+const OLD_SIGNATURE: usize = 1 << (usize::BITS - 1);
 
 static TYPES: [(AtomicPtr<PyObject>, AtomicUsize); SLOTS] =
     [const { (AtomicPtr::new(std::ptr::null_mut()), AtomicUsize::new(0)) }; SLOTS];
@@ -27,14 +34,21 @@ pub struct TypeInfo {
     pub numpy: bool,
     /// Its exchange table, where `from_dlpack` may use it.
     pub producer: Option<Producer>,
+    /// Every tensor it gave so far was in host memory (and it is remembered).
+    pub host_so_far: bool,
+    /// Its `__dlpack__` takes no `max_version` (a TypeError, then a
+    /// keyword-less call that worked): called without it from then on.
+    pub old_signature: bool,
 }
 
 fn decode(word: usize) -> TypeInfo {
     // SAFETY: the address of a table a producer published for the process (or 0).
-    let api = unsafe { ((word & !7) as *const ExchangeApi).as_ref() };
+    let api = unsafe { ((word & !7 & !OLD_SIGNATURE) as *const ExchangeApi).as_ref() };
     TypeInfo {
         numpy: word & NUMPY != 0,
         producer: api.map(|api| Producer { api, torch_rules: word & TORCH_RULES != 0 }),
+        host_so_far: word & HOST_SO_FAR != 0,
+        old_signature: word & OLD_SIGNATURE != 0,
     }
 }
 
@@ -52,6 +66,24 @@ pub fn info(py: Py<'_>, tp: Ref<'_>) -> TypeInfo {
         slot.0.store(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
     }
     decode(word)
+}
+
+/// Records that `tp` gave a tensor in host memory (`true`) or elsewhere.
+pub fn saw_host(tp: Ref<'_>, host: bool) {
+    if let Some((_, word)) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
+        if host {
+            word.fetch_or(HOST_SO_FAR, Ordering::Relaxed);
+        } else {
+            word.fetch_and(!HOST_SO_FAR, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Records that `tp.__dlpack__` takes no `max_version`.
+pub fn saw_old_signature(tp: Ref<'_>) {
+    if let Some((_, word)) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
+        word.fetch_or(OLD_SIGNATURE, Ordering::Relaxed);
+    }
 }
 
 /// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).
