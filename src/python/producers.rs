@@ -4,9 +4,10 @@
 //! once), and whether its tensors have all been in host memory so far (then
 //! it is not asked for its device either; see `module::from_dlpack` for what
 //! happens when one is not).
-//! Read on every call without a lock; written under the GIL. At most
-//! `SLOTS` types are remembered, each with a reference kept (so its address
-//! cannot be reused by another type); later types are looked up each time.
+//! Read and written under the GIL, without a lock. At most `SLOTS` types
+//! are remembered, each with a reference kept (so its address cannot be
+//! reused by another type); when all are taken, slots are reused round
+//! robin (the type forgotten, and learnt again if it comes back).
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -14,7 +15,10 @@ use super::api::PyObject;
 use super::exchange::{self, ExchangeApi, Producer};
 use super::object::{Kept, Owned, Py, PyResult, Ref};
 
-const SLOTS: usize = 16;
+const SLOTS: usize = 32;
+
+/// The next slot to reuse once every slot is taken (round robin).
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Per type: the table's address (tables are 8-aligned) with flag bits.
 const TORCH_RULES: usize = 1;
@@ -61,9 +65,19 @@ pub fn info(py: Py<'_>, tp: Ref<'_>) -> TypeInfo {
     let producer = if numpy { None } else { exchange::lookup(py, tp) };
     let word = producer.map_or(0, |p| std::ptr::from_ref(p.api) as usize | if p.torch_rules { TORCH_RULES } else { 0 })
         | if numpy { NUMPY } else { 0 };
-    if let Some(slot) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
-        slot.1.store(word, Ordering::Relaxed);
-        slot.0.store(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
+    // An empty slot, else the next one round robin: the type it held is
+    // forgotten (its reference dropped; it is learnt again if it comes back).
+    // Every reader and writer holds the GIL, so no one is reading the slot.
+    let slot = match TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed).is_null()) {
+        Some(slot) => slot,
+        None => &TYPES[NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS],
+    };
+    let previous = slot.0.swap(Kept::new(py.retain(tp)).0.as_ptr(), Ordering::Relaxed);
+    slot.1.store(word, Ordering::Relaxed);
+    // SAFETY: the reference kept for the type this slot remembered (or NULL).
+    if let Some(previous) = unsafe { Ref::from_ptr(previous) } {
+        // SAFETY: GIL held (token); our reference.
+        unsafe { (py.api().decref)(previous.as_ptr()) };
     }
     decode(word)
 }
