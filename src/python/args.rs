@@ -46,17 +46,7 @@ impl<'a> Call<'a> {
     /// `function(a, b, /, *, c, d)`: too many positional arguments, an
     /// unknown keyword and a value given twice are TypeErrors. None: absent.
     pub fn bind<const N: usize>(&self, py: Py<'_>, sig: &Signature<N>) -> PyResult<[Option<Ref<'a>>; N]> {
-        self.bind_as(py, sig, sig.function)
-    }
-
-    /// As [`Call::bind`], naming `function` in messages (for signatures
-    /// several functions share).
-    pub fn bind_as<const N: usize>(
-        &self,
-        py: Py<'_>,
-        sig: &Signature<N>,
-        function: &str,
-    ) -> PyResult<[Option<Ref<'a>>; N]> {
+        let function = sig.function;
         let mut out = [None; N];
         if self.nargs > sig.positional {
             let message = format!(
@@ -126,14 +116,12 @@ pub struct Signature<const N: usize> {
 }
 
 impl<const N: usize> Signature<N> {
-    /// The function's name.
-    pub fn name(&self) -> &'static str {
-        self.function
-    }
-
-    /// The name of parameter `i`.
-    pub fn parameter(&self, i: usize) -> &'static str {
-        self.names[i]
+    /// The value bound to parameter `i`, which must be there (TypeError
+    /// naming it otherwise).
+    pub fn required<'a>(&self, py: Py<'_>, value: Option<Ref<'a>>, i: usize) -> PyResult<Ref<'a>> {
+        value.ok_or_else(|| {
+            py.raise(Exc::Type, &format!("{}() missing required argument '{}'", self.function, self.names[i]))
+        })
     }
 
     /// `function(names[..positional], /, *, names[positional..])`.

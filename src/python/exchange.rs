@@ -325,8 +325,7 @@ fn torch_says(py: Py<'_>, x: Ref<'_>, question: Question) -> bool {
     let name = names[question as usize].get(py);
     let answer = match question {
         Question::RequiresGrad => py.getattr(x, name),
-        // SAFETY: GIL held (token); the method name, then `x` as self.
-        _ => py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), &x.as_ptr(), 1, std::ptr::null_mut()) }),
+        _ => py.call_method(name, &[x], None),
     };
     // Exactly False is the common answer: no truth call needed.
     let yes = match answer {

@@ -16,7 +16,7 @@ use super::exchange;
 use super::interface;
 use super::object::{Kept, Owned, Py, PyResult, Ref, entry_object};
 use super::producers;
-use super::tensor_type::{self, moved};
+use super::tensor_type::{self, moved, pair, same_device};
 use crate::copy;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -48,21 +48,12 @@ fn constants(py: Py<'_>) -> PyResult<&'static Constants> {
     Ok(CONSTANTS.get_or_init(|| made))
 }
 
-/// `o.name(*args, **dict(zip(kwnames, ...)))` with `args[0]` as `o`.
-fn call_method(py: Py<'_>, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<'_>>) -> PyResult<Owned> {
-    let n = kwnames.map_or(0, |k| py.tuple_len(k));
-    let raw: smallvec::SmallVec<[Obj; 6]> = args.iter().map(|a| a.as_ptr()).collect();
-    let kw = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
-    // SAFETY: GIL held (token); `raw` holds self, the positional values, then the keyword values.
-    py.owned(unsafe { (py.api().vectorcall_method)(name.as_ptr(), raw.as_ptr(), raw.len() - n, kw) })
-}
-
 /// The stream to pass to `x.__dlpack__`: dlbridge orders its CUDA work on
 /// the legacy default stream, so a CUDA producer is asked to make its
 /// pending work visible there (the spec's stream=1); None where streams do
 /// not apply, or for an old producer without `__dlpack_device__`.
 fn consumer_stream(py: Py<'_>, c: &Constants, x: Ref<'_>) -> PyResult<(Option<DLDeviceType>, Option<i64>)> {
-    let device = match call_method(py, c.dlpack_device.get(py), &[x], None) {
+    let device = match py.call_method(c.dlpack_device.get(py), &[x], None) {
         Ok(d) => d,
         Err(_) if py.error_matches(Exc::Attribute) => {
             py.clear_error();
@@ -96,13 +87,12 @@ fn unasked(py: Py<'_>, x: Ref<'_>, t: Tensor) -> PyResult<Tensor> {
 /// Whatever stands in the way of the device request is a BufferError.
 fn honour(py: Py<'_>, t: Tensor, target: Option<DLDevice>, copy: Option<bool>) -> PyResult<Tensor> {
     match target {
-        Some(target) if target.device_type != t.device().kind() || target.device_id != t.device().id() => {
+        Some(target) if !same_device(target, t.device().raw()) => {
             if copy == Some(false) {
                 let message = format!(
-                    "moving a {} tensor to device ({}, {}) needs a copy, and copy=False forbids it",
+                    "moving a {} tensor to device {} needs a copy, and copy=False forbids it",
                     t.device(),
-                    target.device_type.0,
-                    target.device_id
+                    pair(target)
                 );
                 return Err(py.raise(Exc::Buffer, &message));
             }
@@ -119,12 +109,7 @@ fn take(py: Py<'_>, capsule: PyResult<Owned>) -> PyResult<Tensor> {
 }
 
 /// `from_dlpack(x, *, device=None, copy=None)`.
-fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
-    static SIG: Signature<3> = Signature::new("from_dlpack", 1, ["x", "device", "copy"]);
-    let [x, device, copy] = call.bind(py, &SIG)?;
-    let Some(x) = x else {
-        return Err(py.raise(Exc::Type, "from_dlpack() missing required argument 'x'"));
-    };
+fn from_dlpack_object(py: Py<'_>, x: Ref<'_>, device: Option<Ref<'_>>, copy: Option<Ref<'_>>) -> PyResult<Owned> {
     let copy = args::copy_flag(py, copy)?;
     let target = match device.filter(|d| !py.is_none(*d)) {
         Some(d) => Some(args::device(py, d)?),
@@ -169,15 +154,15 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
     let dlpack = c.dlpack.get(py);
     if target.is_none() && copy.is_none() && stream.is_none() {
         let capsule = if known.old_signature {
-            call_method(py, dlpack, &[x], None)
+            py.call_method(dlpack, &[x], None)
         } else {
-            match call_method(py, dlpack, &[x, c.max_version.get(py)], Some(c.max_version_name.get(py))) {
+            match py.call_method(dlpack, &[x, c.max_version.get(py)], Some(c.max_version_name.get(py))) {
                 // A producer older than DLPack 1.0's keywords (not one that
                 // refused with a TypeError subclass, such as pyarrow's):
                 // asked without them, now and from then on.
                 Err(_) if py.error_is_exactly(Exc::Type) => {
                     py.clear_error();
-                    let old = call_method(py, dlpack, &[x], None);
+                    let old = py.call_method(dlpack, &[x], None);
                     if old.is_ok() {
                         producers::saw_old_signature(x.type_of());
                     }
@@ -211,7 +196,7 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
             }
         }
         let names = py.tuple(names)?;
-        call_method(py, dlpack, &values, Some(names.as_ref()))
+        py.call_method(dlpack, &values, Some(names.as_ref()))
     };
     let took = |t: Tensor| if asks || known.numpy { Ok(t) } else { unasked(py, x, t) };
     match ask(true, true) {
@@ -220,10 +205,10 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
             // An old producer: take what it has, then honour the request here.
             py.clear_error();
             let old = match &stream_value {
-                None => call_method(py, dlpack, &[x], None),
+                None => py.call_method(dlpack, &[x], None),
                 Some(s) => {
                     let names = py.tuple([py.str("stream")])?;
-                    call_method(py, dlpack, &[x, s.as_ref()], Some(names.as_ref()))
+                    py.call_method(dlpack, &[x, s.as_ref()], Some(names.as_ref()))
                 }
             };
             tensor_type::wrap(py, honour(py, took(take(py, old)?)?, target, copy)?)
@@ -240,162 +225,123 @@ fn from_dlpack(py: Py<'_>, call: &Call<'_>) -> PyResult<Owned> {
     }
 }
 
-/// The namespace's functions.
-#[derive(Clone, Copy)]
-enum Function {
-    FromDlpack,
-    Adopt,
-    FromBuffer,
-    SetTensorClass,
-    SetVoidResolver,
-    CopyFlag,
-    ParseDevice,
-    Dtype,
-    HostTypes,
-    RaiseLast,
-    Typestr,
-    ExchangeCalls,
+/// The signature of a namespace function as CPython calls it (`METH_FASTCALL
+/// | METH_KEYWORDS`; `self` is NULL).
+type Function = unsafe extern "C" fn(Obj, *const Obj, usize, Obj) -> Obj;
+
+/// Binds a namespace function's vectorcall arguments to `sig` and runs
+/// `body` on them.
+///
+/// # Safety
+/// As CPython calls a function: the GIL held, its own arguments.
+unsafe fn function<const N: usize>(
+    (args, nargsf, kwnames): (*const Obj, usize, Obj),
+    sig: &Signature<N>,
+    body: impl FnOnce(Py<'_>, [Option<Ref<'_>>; N]) -> PyResult<Owned>,
+) -> Obj {
+    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
+    // SAFETY: by contract.
+    unsafe {
+        entry_object(|py| {
+            let call = Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames);
+            body(py, call.bind(py, sig)?)
+        })
+    }
 }
 
-const FUNCTIONS: [(Function, &CStr); 12] = [
-    (Function::FromDlpack, c"from_dlpack"),
-    (Function::Adopt, c"adopt"),
-    (Function::FromBuffer, c"from_buffer"),
-    (Function::SetTensorClass, c"set_tensor_class"),
-    (Function::SetVoidResolver, c"set_void_resolver"),
-    (Function::CopyFlag, c"copy_flag"),
-    (Function::ParseDevice, c"parse_device"),
-    (Function::Dtype, c"dtype"),
-    (Function::HostTypes, c"host_types"),
-    (Function::RaiseLast, c"raise_last"),
-    (Function::Typestr, c"typestr"),
-    (Function::ExchangeCalls, c"exchange_api_calls"),
-];
-
-macro_rules! defs {
-    ($( $name:literal => $meth:ident: $doc:literal; )*) => {
-        static DEFS: [PyMethodDef; FUNCTIONS.len()] = [
-            $( PyMethodDef {
-                name: $name.as_ptr(),
-                meth: $meth as *const c_void,
-                flags: api::METH_FASTCALL_KEYWORDS,
-                doc: $doc.as_ptr(),
-            }, )*
-        ];
+/// Defines the namespace's functions and their table from one list: each
+/// with its signature (positional count; parameter names), docstring and
+/// body (`|py, [arguments]| body`, where `SIG` is the signature).
+macro_rules! namespace_functions {
+    ($(
+        $name:ident($positional:literal; $($param:literal),*) $doc:literal
+        => |$py:ident, $bound:pat_param| $body:expr;
+    )*) => {
+        /// (name, definition) of each function, in one table.
+        static FUNCTIONS: &[(&CStr, PyMethodDef)] = &[$({
+            unsafe extern "C" fn $name(_module: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
+                static SIG: Signature<{ 0 $(+ { let _ = $param; 1 })* }> =
+                    Signature::new(stringify!($name), $positional, [$($param),*]);
+                fn body($py: Py<'_>, $bound: [Option<Ref<'_>>; { 0 $(+ { let _ = $param; 1 })* }]) -> PyResult<Owned> {
+                    $body
+                }
+                // SAFETY: CPython calls functions with the GIL and their arguments.
+                unsafe { function((args, nargsf, kwnames), &SIG, body) }
+            }
+            let name: &CStr = match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                Ok(n) => n,
+                Err(_) => panic!("a function name without NUL"),
+            };
+            let meth: Function = $name;
+            (name, PyMethodDef { name: name.as_ptr(), meth: meth as *const c_void, flags: api::METH_FASTCALL_KEYWORDS, doc: $doc.as_ptr() })
+        }),*];
     };
 }
 
-defs! {
-    c"from_dlpack" => from_dlpack_function: c"from_dlpack(x, *, device=None, copy=None)\n--\n\n\
+namespace_functions! {
+    from_dlpack(1; "x", "device", "copy") c"from_dlpack(x, *, device=None, copy=None)\n--\n\n\
 A Tensor over the memory of any DLPack producer (NumPy, PyTorch, JAX, CuPy, ...) or of a raw \
 DLPack capsule, zero copy. Asks for a versioned capsule (max_version=(1, 3)) and falls back to a \
 keyword-less __dlpack__() for older producers; CUDA producers are asked for stream=1. device asks \
 the producer for a copy on that device (moved here when it cannot); copy=True / False is passed \
-on. A capsule can be consumed once.";
-    c"adopt" => dispatch: c"adopt(handle, /)\n--\n\nA Tensor that takes over a dlb_tensor * (an int) from the C API.";
-    c"from_buffer" => dispatch: c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy.";
-    c"set_tensor_class" => dispatch: c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes.";
-    c"set_void_resolver" => dispatch: c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None).";
-    c"copy_flag" => dispatch: c"copy_flag(copy, /)\n--\n\nA copy argument as None, True or False (NumPy's rule).";
-    c"parse_device" => dispatch: c"parse_device(device, /)\n--\n\n(device_type, device_id) from \"cpu\", \"cuda:1\", a pair, or a DLPack producer.";
-    c"dtype" => dispatch: c"dtype(dtype, /)\n--\n\n(code, bits, lanes) of a dtype name or object.";
-    c"host_types" => dispatch: c"host_types()\n--\n\nThe producer types from_dlpack knows to be in host memory.";
-    c"raise_last" => dispatch: c"raise_last()\n--\n\nRaises the exception for this thread's last failed C API call.";
-    c"typestr" => dispatch: c"typestr(typestr, dtype=None, /)\n--\n\nWhether an array-interface typestr is in the other byte order \
-(True: its data must be byte-swapped); BufferError for kinds DLPack cannot carry, ValueError for a malformed \
-one. dtype names the type of a raw-byte (\"V\") typestr.";
-    c"exchange_api_calls" => dispatch: c"exchange_api_calls()\n--\n\nHow many tensors consumers took out of \
-dlbridge.Tensor objects through the C exchange API (__dlpack_c_exchange_api__) so far.";
-}
-
-/// `from_dlpack`, the hot path: its own definition (no dispatch).
-unsafe extern "C" fn from_dlpack_function(_module: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
-    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
-    // SAFETY: CPython calls functions with the GIL and their arguments.
-    unsafe { entry_object(|py| from_dlpack(py, &Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames))) }
-}
-
-/// Every other namespace function: `DEFS[i]`'s `self` is the number `i`.
-unsafe extern "C" fn dispatch(which: Obj, args: *const Obj, nargsf: usize, kwnames: Obj) -> Obj {
-    const ARGUMENTS_OFFSET: usize = 1 << (usize::BITS - 1);
-    // SAFETY: CPython calls functions with the GIL and their arguments; `self`
-    // is the int each function was made with.
-    unsafe {
-        entry_object(|py| {
-            let call = Call::new(py, args, (nargsf & !ARGUMENTS_OFFSET) as isize, kwnames);
-            let which = py.index(Ref::from_ptr(which).expect("self"))?;
-            let (function, name) = FUNCTIONS[which as usize];
-            let name = name.to_str().unwrap_or("?");
-            if matches!(function, Function::Typestr) {
-                static SIG: Signature<2> = Signature::new("typestr", 2, ["typestr", "dtype"]);
-                let [typestr, dtype] = call.bind(py, &SIG)?;
-                let Some(typestr) = typestr else {
-                    return Err(py.raise(Exc::Type, "typestr() missing required argument 'typestr'"));
-                };
-                let hint = match dtype.filter(|d| !py.is_none(*d)) {
-                    Some(d) => Some(args::dtype(py, d)?.raw()),
-                    None => None,
-                };
-                let text = py.utf8(typestr)?;
-                let (_, swapped) = py.ok(crate::array_interface::parse_typestr_order(text, hint))?;
-                return Ok(py.bool(swapped));
-            }
-            if matches!(function, Function::HostTypes | Function::RaiseLast | Function::ExchangeCalls) {
-                static NONE: Signature<0> = Signature::new("function", 0, []);
-                call.bind_as(py, &NONE, name)?;
-                return match function {
-                    Function::HostTypes => producers::numpy_types(py),
-                    Function::ExchangeCalls => py.uint(exchange::produced()),
-                    _ => {
-                        let e = crate::ffi::guard::last_error_value().unwrap_or_else(|| {
-                            crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge")
-                        });
-                        Err(py.error(&e))
-                    }
-                };
-            }
-            static ONE: Signature<1> = Signature::new("function", 1, ["arg"]);
-            let [arg] = call.bind_as(py, &ONE, name)?;
-            let Some(arg) = arg else {
-                return Err(py.raise(Exc::Type, &format!("{name}() takes exactly one argument")));
+on. A capsule can be consumed once."
+        => |py, [x, device, copy]| from_dlpack_object(py, SIG.required(py, x, 0)?, device, copy);
+    adopt(1; "handle") c"adopt(handle, /)\n--\n\nA Tensor that takes over a dlb_tensor * (an int) from the C API."
+        => |py, [handle]| {
+            let address = usize::try_from(py.index(SIG.required(py, handle, 0)?)?).ok().filter(|a| *a != 0);
+            let Some(address) = address else {
+                return Err(py.raise(Exc::Value, "adopt() needs a non-NULL dlb_tensor * handle"));
             };
-            match function {
-                Function::Adopt => {
-                    let address = usize::try_from(py.index(arg)?).ok().filter(|a| *a != 0);
-                    let Some(address) = address else {
-                        return Err(py.raise(Exc::Value, "adopt() needs a non-NULL dlb_tensor * handle"));
-                    };
-                    // The caller gives up a live handle (the package's contract).
-                    tensor_type::wrap(py, Tensor::from_raw(address as *const c_void))
-                }
-                Function::FromBuffer => tensor_type::wrap(py, interface::from_buffer(py, arg)?),
-                Function::SetTensorClass => tensor_type::register_class(py, arg).map(|()| py.none()),
-                Function::SetVoidResolver => {
-                    interface::set_void_resolver(py, arg);
-                    Ok(py.none())
-                }
-                Function::CopyFlag => Ok(match args::copy_flag(py, Some(arg))? {
-                    None => py.none(),
-                    Some(b) => py.bool(b),
-                }),
-                Function::ParseDevice => {
-                    let d = args::device(py, arg)?;
-                    py.tuple([py.int(i64::from(d.device_type.0)), py.int(i64::from(d.device_id))])
-                }
-                Function::Dtype => {
-                    let d = args::dtype(py, arg)?.raw();
-                    py.tuple([py.int(i64::from(d.code.0)), py.int(i64::from(d.bits)), py.int(i64::from(d.lanes))])
-                }
-                Function::FromDlpack
-                | Function::HostTypes
-                | Function::RaiseLast
-                | Function::Typestr
-                | Function::ExchangeCalls => {
-                    unreachable!("answered above")
-                }
-            }
-        })
-    }
+            // SAFETY: the caller gives up a live handle (the package's contract).
+            tensor_type::wrap(py, unsafe { Tensor::from_raw(address as *const c_void) })
+        };
+    from_buffer(1; "obj") c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy."
+        => |py, [obj]| tensor_type::wrap(py, interface::from_buffer(py, SIG.required(py, obj, 0)?)?);
+    set_tensor_class(1; "cls") c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes."
+        => |py, [cls]| tensor_type::register_class(py, SIG.required(py, cls, 0)?).map(|()| py.none());
+    set_void_resolver(1; "f") c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None)."
+        => |py, [f]| {
+            interface::set_void_resolver(py, SIG.required(py, f, 0)?);
+            Ok(py.none())
+        };
+    copy_flag(1; "copy") c"copy_flag(copy, /)\n--\n\nA copy argument as None, True or False (NumPy's rule)."
+        => |py, [copy]| Ok(match args::copy_flag(py, Some(SIG.required(py, copy, 0)?))? {
+            None => py.none(),
+            Some(b) => py.bool(b),
+        });
+    parse_device(1; "device") c"parse_device(device, /)\n--\n\n(device_type, device_id) from \"cpu\", \"cuda:1\", a pair, or a DLPack producer."
+        => |py, [device]| {
+            let d = args::device(py, SIG.required(py, device, 0)?)?;
+            py.tuple([py.int(i64::from(d.device_type.0)), py.int(i64::from(d.device_id))])
+        };
+    dtype(1; "dtype") c"dtype(dtype, /)\n--\n\n(code, bits, lanes) of a dtype name or object."
+        => |py, [value]| {
+            let d = args::dtype(py, SIG.required(py, value, 0)?)?.raw();
+            py.tuple([py.int(i64::from(d.code.0)), py.int(i64::from(d.bits)), py.int(i64::from(d.lanes))])
+        };
+    host_types(0;) c"host_types()\n--\n\nThe producer types from_dlpack knows to be NumPy's (always host memory)."
+        => |py, []| producers::numpy_types(py);
+    raise_last(0;) c"raise_last()\n--\n\nRaises the exception for this thread's last failed C API call."
+        => |py, []| {
+            let e = crate::ffi::guard::last_error_value()
+                .unwrap_or_else(|| crate::Error::new(crate::ErrorKind::InvalidArgument, "internal error in dlbridge"));
+            Err(py.error(&e))
+        };
+    typestr(2; "typestr", "dtype") c"typestr(typestr, dtype=None, /)\n--\n\nWhether an array-interface typestr is in the other byte order \
+(True: its data must be byte-swapped); BufferError for kinds DLPack cannot carry, ValueError for a malformed \
+one. dtype names the type of a raw-byte (\"V\") typestr."
+        => |py, [text, hint]| {
+            let text = py.utf8(SIG.required(py, text, 0)?)?;
+            let hint = match hint.filter(|d| !py.is_none(*d)) {
+                Some(d) => Some(args::dtype(py, d)?.raw()),
+                None => None,
+            };
+            let (_, swapped) = py.ok(crate::array_interface::parse_typestr_order(text, hint))?;
+            Ok(py.bool(swapped))
+        };
+    exchange_api_calls(0;) c"exchange_api_calls()\n--\n\nHow many tensors consumers took out of \
+dlbridge.Tensor objects through the C exchange API (__dlpack_c_exchange_api__) so far."
+        => |py, []| py.uint(exchange::produced());
 }
 
 /// The namespace: functions, the base type, and the tables the package
@@ -404,10 +350,9 @@ fn namespace(py: Py<'_>) -> PyResult<Owned> {
     let base = tensor_type::create(py)?;
     constants(py)?;
     let mut items: Vec<(&CStr, PyResult<Owned>)> = Vec::new();
-    for (i, (_, name)) in FUNCTIONS.iter().enumerate() {
-        let number = py.int(i as i64)?;
-        // SAFETY: GIL held (token); a static definition, `self` its number.
-        let f = py.owned(unsafe { (py.api().cfunction_new)(&DEFS[i], number.as_ref().as_ptr(), std::ptr::null_mut()) });
+    for (name, def) in FUNCTIONS {
+        // SAFETY: GIL held (token); a static definition, no `self`.
+        let f = py.owned(unsafe { (py.api().cfunction_new)(def, std::ptr::null_mut(), std::ptr::null_mut()) });
         items.push((name, f));
     }
     items.push((c"TensorBase", Ok(py.retain(base))));

@@ -385,6 +385,17 @@ impl<'py> Py<'py> {
         })
     }
 
+    /// `o.name(*args, **dict(zip(kwnames, values)))` with `args[0]` as `o`
+    /// (no bound method made): `args` holds `o`, the positional arguments,
+    /// then one value per name of `kwnames`.
+    pub fn call_method(self, name: Ref<'_>, args: &[Ref<'_>], kwnames: Option<Ref<'_>>) -> PyResult<Owned> {
+        let n = kwnames.map_or(0, |k| self.tuple_len(k));
+        let raw: smallvec::SmallVec<[Obj; 6]> = args.iter().map(|a| a.as_ptr()).collect();
+        let kw = kwnames.map_or(std::ptr::null_mut(), |k| k.as_ptr());
+        // SAFETY: GIL held (token); `raw` holds self, the positional values, then the keyword values.
+        self.owned(unsafe { (self.api.vectorcall_method)(name.as_ptr(), raw.as_ptr(), raw.len() - n, kw) })
+    }
+
     /// `seq[i]`.
     pub fn item(self, seq: Ref<'_>, i: isize) -> PyResult<Owned> {
         // SAFETY: GIL held.

@@ -82,22 +82,25 @@ pub fn info(py: Py<'_>, tp: Ref<'_>) -> TypeInfo {
     decode(word)
 }
 
-/// Records that `tp` gave a tensor in host memory (`true`) or elsewhere.
-pub fn saw_host(tp: Ref<'_>, host: bool) {
+/// Sets (`on`) or clears a learnt flag of `tp`, if it is remembered.
+fn learn(tp: Ref<'_>, flag: usize, on: bool) {
     if let Some((_, word)) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
-        if host {
-            word.fetch_or(HOST_SO_FAR, Ordering::Relaxed);
+        if on {
+            word.fetch_or(flag, Ordering::Relaxed);
         } else {
-            word.fetch_and(!HOST_SO_FAR, Ordering::Relaxed);
+            word.fetch_and(!flag, Ordering::Relaxed);
         }
     }
 }
 
+/// Records that `tp` gave a tensor in host memory (`true`) or elsewhere.
+pub fn saw_host(tp: Ref<'_>, host: bool) {
+    learn(tp, HOST_SO_FAR, host);
+}
+
 /// Records that `tp.__dlpack__` takes no `max_version`.
 pub fn saw_old_signature(tp: Ref<'_>) {
-    if let Some((_, word)) = TYPES.iter().find(|(t, _)| t.load(Ordering::Relaxed) == tp.as_ptr()) {
-        word.fetch_or(OLD_SIGNATURE, Ordering::Relaxed);
-    }
+    learn(tp, OLD_SIGNATURE, true);
 }
 
 /// Whether `tp.__module__` is "numpy" (its arrays are always in host memory).

@@ -358,11 +358,12 @@ unsafe extern "C" fn length(o: Obj) -> isize {
 }
 
 /// A device in Python's spelling for messages: "(2, 0)".
-fn pair(d: DLDevice) -> String {
+pub fn pair(d: DLDevice) -> String {
     format!("({}, {})", d.device_type.0, d.device_id)
 }
 
-fn same_device(a: DLDevice, b: DLDevice) -> bool {
+/// Whether two DLPack devices are the same (type and id).
+pub fn same_device(a: DLDevice, b: DLDevice) -> bool {
     a.device_type == b.device_type && a.device_id == b.device_id
 }
 
@@ -470,11 +471,7 @@ unsafe fn one_argument(
         entry_object(|py| {
             let t = this(py, o)?;
             let [argument] = Call::new(py, args, nargs, kwnames).bind(py, sig)?;
-            let Some(argument) = argument else {
-                let message = format!("{}() missing required argument '{}'", sig.name(), sig.parameter(0));
-                return Err(py.raise(Exc::Type, &message));
-            };
-            body(py, t, Ref::from_ptr(o).expect("self"), argument)
+            body(py, t, Ref::from_ptr(o).expect("self"), sig.required(py, argument, 0)?)
         })
     }
 }
