@@ -88,3 +88,26 @@ def test_a_source_checkout_loads_its_own_build_not_a_stale_copy(tmp_path):
     env["DLBRIDGE_LIBRARY"] = capi.path
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == capi.path
+
+
+def test_new_entry_points_refuse_bad_arguments(no_leak):
+    # dlb_tensor_repack: NULL handle, NULL out, a dtype without sub-byte forms.
+    out = ctypes.c_void_p(0x5A5A)
+    with pytest.raises(capi.DLBError, match="DLB_ERR_NULL_ARGUMENT"):
+        capi.check(capi.lib.dlb_tensor_repack(None, True, ctypes.byref(out)))
+    assert out.value == 0x5A5A
+    t = dlbridge.zeros((4,), "int8")
+    with pytest.raises(capi.DLBError, match="DLB_ERR_NULL_ARGUMENT"):
+        capi.check(capi.lib.dlb_tensor_repack(t._handle, True, None))
+    with pytest.raises(capi.DLBError, match="DLB_ERR_UNSUPPORTED_DTYPE: int8 is not a sub-byte"):
+        capi.check(capi.lib.dlb_tensor_repack(t._handle, False, ctypes.byref(out)))
+    assert out.value == 0x5A5A
+    # dlb_tensor_to_pyobject / from_pyobject through PyDLL: a failure comes
+    # with a Python exception (ctypes raises it), and out is untouched.
+    result = ctypes.py_object()
+    with pytest.raises(ValueError, match="t is NULL"):
+        capi.pylib.dlb_tensor_to_pyobject(None, ctypes.byref(result))
+    with pytest.raises(TypeError, match="cannot share memory with int"):
+        capi.pylib.dlb_tensor_from_pyobject(3, 0, ctypes.byref(out))
+    assert out.value == 0x5A5A
+    del t
