@@ -101,7 +101,7 @@ test-python-asan: venv
 GPU_PYTHON ?= python3
 test-gpu:
 	$(MAKE) -C c_tests gpu
-	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider python_tests/test_cuda.py
+	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -s -p no:cacheprovider python_tests/test_cuda.py
 	PYTHONPATH=python $(GPU_PYTHON) benches/gpu_transfers.py
 
 # Every benchmark against its peers (tvm-ffi, torch, numpy, jax, ml_dtypes); writes BENCHMARKS.md.

@@ -205,6 +205,7 @@ int main(void) {
       dlb_tensor_new((DLDevice){kDLCUDA, -1}, f32, 2, shape, &out), DLB_ERR_UNSUPPORTED_DEVICE, 0);
   row("dlb_cuda_stream_wait", "device -1 (same stream twice)", dlb_cuda_stream_wait(-1, 1, 1),
       DLB_ERR_UNSUPPORTED_DEVICE, 0);
+  row("dlb_tensor_record_stream", "NULL tensor", dlb_tensor_record_stream(NULL, 7), DLB_ERR_NULL_ARGUMENT, 0);
   row("dlb_tensor_wrap", "internal flag bit 1<<63",
       dlb_tensor_wrap(buf, cpu, f32, 2, shape, NULL, 0, (uint64_t)1 << 63, NULL, NULL, &out),
       DLB_ERR_UNSUPPORTED_FLAGS, 0);
@@ -227,6 +228,8 @@ int main(void) {
     row("dlb_tensor_astype", "to float8_e4m3fn", dlb_tensor_astype(ro, fp8, &out), DLB_ERR_UNSUPPORTED_DTYPE, 0);
     row("dlb_tensor_copy", "to kDLVulkan", dlb_tensor_copy(ro, (DLDevice){kDLVulkan, 0}, &out),
         DLB_ERR_UNSUPPORTED_DEVICE, 0);
+    row("dlb_tensor_record_stream", "stream 0 (ambiguous)", dlb_tensor_record_stream(ro, 0),
+        DLB_ERR_INVALID_ARGUMENT, 0);
     dlb_tensor_free(packed);
     dlb_tensor_free(ro);
     live_baseline = 0;

@@ -3,12 +3,20 @@
  * negative-stride device sources too), DLPack export/import of device
  * tensors, stream handoff arguments, bad device ids. Without a CUDA driver
  * every test is skipped and the reason printed; `make test-gpu` runs them on
- * a GPU machine, also under compute-sanitizer (memcheck + leak check). */
+ * a GPU machine, also under compute-sanitizer (memcheck + leak check,
+ * racecheck, synccheck). The driver contract tests (no context made by
+ * counting devices, the caller's context restored, copies synchronous,
+ * streams of other contexts, a forked child) call libcuda themselves,
+ * loaded at run time like dlbridge loads it. */
+#define _POSIX_C_SOURCE 200809L
 #include "dlbridge.h"
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -210,17 +218,169 @@ static void test_freed_memory_is_reused_then_given_back(void) {
   CHECK_STATUS(dlb_cuda_empty_cache(), DLB_OK, "");
 }
 
-#define TESTS 7
+/* The driver calls the tests make themselves (CUresult 0 = success). */
+typedef void *cu_ctx;
+typedef void *cu_stream;
+static struct {
+  int (*PrimaryCtxGetState)(int, unsigned *, int *);
+  int (*PrimaryCtxRetain)(cu_ctx *, int);
+  int (*PrimaryCtxRelease)(int);
+  int (*CtxCreate)(cu_ctx *, unsigned, int);
+  int (*CtxDestroy)(cu_ctx);
+  int (*CtxGetCurrent)(cu_ctx *);
+  int (*CtxSetCurrent)(cu_ctx);
+  int (*StreamCreate)(cu_stream *, unsigned);
+  int (*StreamDestroy)(cu_stream);
+  int (*StreamQuery)(cu_stream);
+  int (*StreamSynchronize)(cu_stream);
+} cu;
+
+static int load_driver(void) {
+  void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) return 0;
+  *(void **)&cu.PrimaryCtxGetState = dlsym(h, "cuDevicePrimaryCtxGetState");
+  *(void **)&cu.PrimaryCtxRetain = dlsym(h, "cuDevicePrimaryCtxRetain");
+  *(void **)&cu.PrimaryCtxRelease = dlsym(h, "cuDevicePrimaryCtxRelease_v2");
+  *(void **)&cu.CtxCreate = dlsym(h, "cuCtxCreate_v2");
+  *(void **)&cu.CtxDestroy = dlsym(h, "cuCtxDestroy_v2");
+  *(void **)&cu.CtxGetCurrent = dlsym(h, "cuCtxGetCurrent");
+  *(void **)&cu.CtxSetCurrent = dlsym(h, "cuCtxSetCurrent");
+  *(void **)&cu.StreamCreate = dlsym(h, "cuStreamCreate");
+  *(void **)&cu.StreamDestroy = dlsym(h, "cuStreamDestroy_v2");
+  *(void **)&cu.StreamQuery = dlsym(h, "cuStreamQuery");
+  *(void **)&cu.StreamSynchronize = dlsym(h, "cuStreamSynchronize");
+  return cu.PrimaryCtxGetState && cu.PrimaryCtxRetain && cu.PrimaryCtxRelease && cu.CtxCreate && cu.CtxDestroy &&
+         cu.CtxGetCurrent && cu.CtxSetCurrent && cu.StreamCreate && cu.StreamDestroy && cu.StreamQuery &&
+         cu.StreamSynchronize;
+}
+
+static int32_t devices;
+
+static int context_active(int device) {
+  unsigned flags = 0;
+  int active = -1;
+  if (cu.PrimaryCtxGetState(device, &flags, &active) != 0) return -1;
+  return active;
+}
+
+/* Runs first: counting devices (done by main) made no context anywhere. */
+static void test_counting_devices_makes_no_context(void) {
+  int d;
+  for (d = 0; d < devices; d++) CHECK(context_active(d) == 0);
+}
+
+/* Memory on device 0 makes device 0's context, and only that one. */
+static void test_first_use_makes_that_devices_context_only(void) {
+  int64_t shape[1] = {16};
+  dlb_tensor *t = NULL;
+  int d;
+  CHECK_STATUS(dlb_tensor_new(CUDA0, F32, 1, shape, &t), DLB_OK, "");
+  CHECK(context_active(0) == 1);
+  for (d = 1; d < devices; d++) CHECK(context_active(d) == 0);
+  dlb_tensor_free(t);
+}
+
+static cu_ctx current(void) {
+  cu_ctx now = (cu_ctx)1;
+  CHECK(cu.CtxGetCurrent(&now) == 0);
+  return now;
+}
+
+/* A caller's own (non-primary) context stays current through successes
+ * and failures; a stream of that context can take part in handoffs and
+ * in ordering a free; no current context stays none. */
+static void test_callers_context_is_restored_and_its_streams_work(void) {
+  int64_t shape[1] = {1 << 16};
+  DLDevice missing = {kDLCUDA, 4096};
+  dlb_tensor *d = NULL, *back = NULL, *out = NULL;
+  cu_ctx own = NULL;
+  cu_stream s = NULL;
+  CHECK(cu.CtxCreate(&own, 0, 0) == 0); /* current from here */
+  CHECK_STATUS(dlb_tensor_new(CUDA0, F32, 1, shape, &d), DLB_OK, "");
+  CHECK(current() == own);
+  CHECK(dlb_tensor_new(missing, F32, 1, shape, &out) != DLB_OK);
+  CHECK(current() == own);
+  CHECK_STATUS(dlb_tensor_copy(d, CPU, &back), DLB_OK, "");
+  CHECK(current() == own);
+  CHECK_STATUS(dlb_tensor_copy(back, missing, &out), DLB_ERR_UNSUPPORTED_DEVICE, "4096");
+  CHECK(current() == own);
+  CHECK(cu.StreamCreate(&s, 1 /* non-blocking */) == 0);
+  CHECK_STATUS(dlb_cuda_stream_wait(0, 1, (uint64_t)(uintptr_t)s), DLB_OK, ""); /* event in s's context */
+  CHECK_STATUS(dlb_cuda_stream_wait(0, (uint64_t)(uintptr_t)s, 1), DLB_OK, "");
+  CHECK_STATUS(dlb_tensor_record_stream(d, (uint64_t)(uintptr_t)s), DLB_OK, "");
+  CHECK_STATUS(dlb_tensor_record_stream(back, (uint64_t)(uintptr_t)s), DLB_OK, ""); /* host: nothing to do */
+  dlb_tensor_free(d); /* ordered after s's work, no wait */
+  CHECK(current() == own);
+  CHECK(cu.StreamSynchronize(s) == 0 && cu.StreamDestroy(s) == 0);
+  CHECK(cu.CtxSetCurrent(NULL) == 0);
+  CHECK_STATUS(dlb_tensor_copy(back, CUDA0, &d), DLB_OK, "");
+  CHECK(current() == NULL);
+  dlb_tensor_free(d);
+  dlb_tensor_free(back);
+  CHECK(cu.CtxDestroy(own) == 0);
+}
+
+/* Copies documented as synchronous leave nothing queued on the legacy
+ * stream: pageable host to device under the staging size, device to
+ * device on one device, device to host. */
+static void test_copies_are_synchronous(void) {
+  dlb_tensor *h = iota(1024, 256), *d = NULL, *d2 = NULL, *back = NULL;
+  cu_ctx primary = NULL, before = current();
+  int i, same = 1;
+  CHECK(cu.PrimaryCtxRetain(&primary, 0) == 0);
+  CHECK_STATUS(dlb_tensor_copy(h, CUDA0, &d), DLB_OK, "");
+  CHECK(cu.CtxSetCurrent(primary) == 0 && cu.StreamQuery((cu_stream)1) == 0 && cu.CtxSetCurrent(before) == 0);
+  CHECK_STATUS(dlb_tensor_copy(d, CUDA0, &d2), DLB_OK, "");
+  CHECK(cu.CtxSetCurrent(primary) == 0 && cu.StreamQuery((cu_stream)1) == 0 && cu.CtxSetCurrent(before) == 0);
+  CHECK_STATUS(dlb_tensor_copy(d2, CPU, &back), DLB_OK, "");
+  for (i = 0; i < 1024 * 256; i++) same &= host_data(back)[i] == (float)i;
+  CHECK(same);
+  CHECK(cu.PrimaryCtxRelease(0) == 0);
+  dlb_tensor_free(h);
+  dlb_tensor_free(d);
+  dlb_tensor_free(d2);
+  dlb_tensor_free(back);
+}
+
+/* A child forked after CUDA was initialised gets a clean error from every
+ * CUDA call, and freeing inherited CUDA tensors touches nothing. */
+static void test_forked_child_fails_cleanly(void) {
+  int64_t shape[1] = {1024};
+  dlb_tensor *inherited = NULL, *dev = NULL;
+  int status = -1;
+  pid_t pid;
+  CHECK_STATUS(dlb_tensor_new(PINNED, F32, 1, shape, &inherited), DLB_OK, "");
+  CHECK_STATUS(dlb_tensor_new(CUDA0, F32, 1, shape, &dev), DLB_OK, "");
+  fflush(stdout);
+  pid = fork();
+  if (pid == 0) {
+    dlb_tensor *p = NULL;
+    int32_t n = -7;
+    int ok = dlb_tensor_new(PINNED, F32, 1, shape, &p) == DLB_ERR_CUDA_UNAVAILABLE && p == NULL &&
+             strstr(dlb_last_error_message(), "fork") != NULL;
+    ok = ok && dlb_cuda_device_count(&n) == DLB_ERR_CUDA_UNAVAILABLE && n == -7;
+    dlb_tensor_free(inherited);
+    dlb_tensor_free(dev);
+    _exit(ok ? 0 : 1);
+  }
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  dlb_tensor_free(inherited); /* the parent's are still fine */
+  dlb_tensor_free(dev);
+}
+
+#define TESTS 12
 
 int main(void) {
-  int32_t devices = 0;
   dlb_status s = dlb_cuda_device_count(&devices);
-  if (s != DLB_OK || devices == 0) {
+  if (s != DLB_OK || devices == 0 || !load_driver()) {
     printf("c_tests/test_cuda: 0 passed, 0 failed, %d skipped (no CUDA device here: %s; run `make test-gpu` on a GPU "
            "machine)\n",
-           TESTS, s == DLB_OK ? "0 devices" : dlb_last_error_message());
+           TESTS, s != DLB_OK ? dlb_last_error_message() : devices == 0 ? "0 devices" : "libcuda.so.1 lacks a symbol");
     return 0;
   }
+  RUN(test_counting_devices_makes_no_context);
+  RUN(test_first_use_makes_that_devices_context_only);
   RUN(test_new_on_device_and_pinned);
   RUN(test_round_trips_in_every_direction);
   RUN(test_strided_device_sources);
@@ -228,6 +388,9 @@ int main(void) {
   RUN(test_zero_size_device_tensors);
   RUN(test_bad_devices_and_streams);
   RUN(test_freed_memory_is_reused_then_given_back);
+  RUN(test_callers_context_is_restored_and_its_streams_work);
+  RUN(test_copies_are_synchronous);
+  RUN(test_forked_child_fails_cleanly);
   CHECK(dlb_live_tensor_count() == 0);
   if (checks_failed_in_test) tests_failed++;
   printf("c_tests/test_cuda (%d device(s)): %d passed, %d failed\n", devices, tests_passed, tests_failed);

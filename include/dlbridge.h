@@ -336,8 +336,10 @@ extern "C" {
 // shape, byte strides (always filled), data, readonly, dtype, device,
 // version 3. `out->shape`/`out->strides` stay valid while `t` lives.
 // Refused: packed sub-byte dtypes (DLB_ERR_UNSUPPORTED_DTYPE) and devices
-// whose data is an opaque handle (DLB_ERR_UNSUPPORTED_DEVICE). On failure
-// `*out` is untouched.
+// whose data is an opaque handle (DLB_ERR_UNSUPPORTED_DEVICE). For
+// managed memory (kDLCUDAManaged) this first waits for the work queued on
+// its device's legacy default stream, so the CPU reads what the GPU wrote.
+// On failure `*out` is untouched.
 //
 // # Safety
 // `t` must be NULL or a live handle; `out` must be NULL or writable.
@@ -369,9 +371,12 @@ enum dlb_status dlb_tensor_from_array_interface(const struct dlb_array_interface
 // whose memory is readable during the call; `out` NULL or writable.
 enum dlb_status dlb_tensor_copy_from_array_interface(const struct dlb_array_interface *ai, struct dlb_tensor **out);
 
-// Writes the number of CUDA devices to `*out`. Without a CUDA driver
-// this returns DLB_ERR_CUDA_UNAVAILABLE (never crashes), and `*out` is
-// left untouched.
+// Writes the number of CUDA devices to `*out` (0 when the driver finds no
+// device). Makes no CUDA context on any device: dlbridge retains a
+// device's primary context only when that device's memory is first
+// touched. Without a CUDA driver, or in a child process forked after CUDA
+// was initialised, this returns DLB_ERR_CUDA_UNAVAILABLE (never crashes),
+// and `*out` is left untouched.
 //
 // # Safety
 // `out` must be NULL or point to writable memory for one int32_t.
@@ -381,11 +386,30 @@ enum dlb_status dlb_cuda_device_count(int32_t *out);
 // queued on stream `signaller`, on CUDA device `device` (an event recorded
 // on one, waited on by the other; returns at once). Stream values as in the
 // DLPack spec: 1 = legacy default, 2 = per-thread default, other values a
-// `cudaStream_t`; 0 is refused (DLB_ERR_INVALID_ARGUMENT). dlbridge's own
-// CUDA work is ordered on the legacy default stream, so a producer hands a
-// tensor to a consumer's stream S with `dlb_cuda_stream_wait(dev, S, 1)`.
+// `cudaStream_t`; 0 is refused (DLB_ERR_INVALID_ARGUMENT). 1 and 2 are
+// the streams of `device`'s primary context; a `cudaStream_t` signaller
+// may belong to another device (its own context records the event).
+// dlbridge's own CUDA work is ordered on the legacy default stream, so a
+// producer hands a tensor to a consumer's stream S with
+// `dlb_cuda_stream_wait(dev, S, 1)` (and `dlb_tensor_record_stream(t, S)`
+// if S is not a blocking stream, so that freeing waits for S).
 // A negative `device` is refused (DLB_ERR_UNSUPPORTED_DEVICE).
 enum dlb_status dlb_cuda_stream_wait(int32_t device, uint64_t waiter, uint64_t signaller);
+
+// Says that work queued on CUDA stream `stream` (a `cudaStream_t`) uses
+// the memory of `t` (as PyTorch's `record_stream`): when that memory is
+// dlbridge's own (device or pinned), freeing it is ordered after the work
+// queued on `stream` by then, without waiting on the host. Needed only for
+// non-blocking streams: frees are always ordered after the legacy default
+// stream, which waits for every blocking stream (per-thread default
+// streams included), so 1 and 2 need nothing and are accepted. `stream`
+// must still exist when the memory is freed. Other memory (host, or a
+// foreign producer's) is left to its owner: accepted, nothing recorded.
+// 0 is refused (DLB_ERR_INVALID_ARGUMENT).
+//
+// # Safety
+// `t` must be NULL or a live handle.
+enum dlb_status dlb_tensor_record_stream(const struct dlb_tensor *t, uint64_t stream);
 
 // Writes the CUDA device that owns the device pointer `ptr` to `*out`
 // (for `__cuda_array_interface__`, which does not say). Not CUDA memory:
@@ -396,9 +420,10 @@ enum dlb_status dlb_cuda_stream_wait(int32_t device, uint64_t waiter, uint64_t s
 enum dlb_status dlb_cuda_pointer_device(const void *ptr, int32_t *out);
 
 // Gives back to the driver the memory dlbridge keeps for reuse: freed
-// pinned host blocks (up to 2 GiB is kept) and the unused part of its
-// per-device memory pools (up to 2 GiB each is kept). Memory in use is
-// untouched. No driver: DLB_ERR_CUDA_UNAVAILABLE.
+// pinned host blocks (up to 2 GiB is kept; this waits for the work still
+// queued on them) and the unused part of its per-device memory pools (up
+// to 2 GiB each is kept). Memory in use is untouched; no context is made.
+// No driver: DLB_ERR_CUDA_UNAVAILABLE.
 enum dlb_status dlb_cuda_empty_cache(void);
 
 // A new handle over the memory of any Python object that shares it: a
@@ -600,8 +625,12 @@ void dlb_tensor_free(struct dlb_tensor *t);
 // A compact row-major copy of `t` on `device`, in new memory, writable,
 // with DLPACK_FLAG_BITMASK_IS_COPIED set: the explicit transfer between
 // kDLCPU, kDLCUDA (any device id; peer copies between GPUs) and pinned
-// kDLCUDAHost memory, in every direction, strided sources included. CUDA
-// copies are synchronous, on the legacy default stream. Without a CUDA
+// kDLCUDAHost memory, in every direction, strided sources included (a
+// strided CUDA source is gathered on its device with 2-D copies of its
+// rows, not through its whole byte extent). CUDA copies are synchronous:
+// queued on the legacy default stream of the device (after the work
+// already there and on every blocking stream), and complete when this
+// returns, whatever the kinds of memory. Without a CUDA
 // driver, CUDA targets give DLB_ERR_CUDA_UNAVAILABLE. On failure `*out` is
 // untouched.
 //

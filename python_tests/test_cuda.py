@@ -3,7 +3,14 @@ array interface, no leaked device memory. The GPU tests run with
 `make test-gpu` on a machine with a CUDA device and skip elsewhere, saying
 why; the tests at the top check the behaviour without a driver."""
 
+import ctypes
 import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -223,6 +230,7 @@ def test_pinned_blocks_are_reused(no_leak):
     first = dev.to_device("cuda_host")
     address = first.data_ptr
     del first
+    torch.cuda.synchronize()  # a freed block is reused once the work queued before its free is done
     second = dev.to_device("cuda_host")  # pinning is slow: the freed block comes back
     assert second.data_ptr == address and second.numpy().sum() == 1 << 20
 
@@ -305,3 +313,247 @@ def test_cuda_device_numbers_are_range_checked(no_leak):
         dlbridge.zeros((2,), device=(2, 2**32))
     with pytest.raises(ValueError):
         dlbridge.zeros((2,), device="cuda:-1")
+
+
+def test_to_device_of_a_strided_tensor_already_there_is_a_compact_copy(no_leak):
+    t = dlbridge.asarray(np.arange(12.0).reshape(3, 4)[:, ::2])
+    u = t.to_device("cpu")
+    assert u is not t and u.is_contiguous and u.is_copied and u.numpy().tolist() == [[0, 2], [4, 6], [8, 10]]
+    compact = dlbridge.asarray(np.arange(4.0))
+    assert compact.to_device("cpu") is compact
+
+
+def _run_alone(code):
+    """Runs `code` in a fresh interpreter (no torch: nothing else touches CUDA)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+@gpu
+def test_counting_devices_makes_no_context_and_first_use_makes_one():
+    _run_alone("""
+        import ctypes, dlbridge
+        n = dlbridge.cuda_device_count()
+        cuda = ctypes.CDLL("libcuda.so.1")
+        def active(d):
+            flags, on = ctypes.c_uint(), ctypes.c_int(-1)
+            assert cuda.cuDevicePrimaryCtxGetState(d, ctypes.byref(flags), ctypes.byref(on)) == 0
+            return on.value
+        assert n > 0 and [active(d) for d in range(n)] == [0] * n, [active(d) for d in range(n)]
+        last = n - 1
+        t = dlbridge.zeros((4,), device=f"cuda:{last}")
+        assert [active(d) for d in range(n)] == [0] * last + [1]
+        print("ok")
+    """)
+
+
+@gpu
+def test_forked_child_gets_a_clean_error_and_never_touches_inherited_memory():
+    _run_alone("""
+        import os, dlbridge
+        pinned = dlbridge.zeros((4,), device="cuda_host")  # CUDA initialised here
+        device = dlbridge.zeros((4,), device="cuda:0")
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                dlbridge.zeros((4,), device="cuda_host")
+            except RuntimeError as e:
+                code = 0 if "fork" in str(e) else 2
+            del pinned, device  # inherited: forgotten, no driver call
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        assert device.to_device("cpu").numpy().tolist() == [0.0] * 4  # the parent's are fine
+        print("ok")
+    """)
+
+
+@gpu
+def test_a_free_does_not_wait_for_queued_work_and_memory_is_not_reused_early(no_leak):
+    # A torch tensor borrowed from dlbridge dies while 40 large matmuls are
+    # queued on torch's side stream, before a kernel that reads it: `del`
+    # must not wait for them, and the memory, handed out again at once and
+    # zero-filled on the legacy stream, must not be overwritten before the
+    # side stream has read it (the free is ordered after the side stream,
+    # which torch named as the consumer's stream in __dlpack__).
+    n = 4096
+    side = torch.cuda.Stream()
+    a = torch.randn(n, n, device="cuda")
+    ones = np.ones((n, n), np.float32)
+    timings, queued = [], []
+    for _ in range(7):
+        t = dlbridge.asarray(ones).to_device("cuda:0")
+        torch.cuda.synchronize()
+        with torch.cuda.stream(side):
+            x = torch.from_dlpack(t)
+            outs = [a @ a for _ in range(40)]
+            total = x.sum()
+        assert not side.query(), "the side stream's work should still be queued"
+        start = time.perf_counter()
+        del x, t
+        timings.append(time.perf_counter() - start)
+        again = dlbridge.zeros((n, n), device="cuda:0")
+        start = time.perf_counter()
+        side.synchronize()
+        queued.append(time.perf_counter() - start)
+        assert total.item() == n * n, "the memory was reused before the side stream read it"
+        del again, outs
+    median, work = sorted(timings)[3], sorted(queued)[3]
+    print(f"\ndel with 40 matmuls queued: median {median * 1e6:.1f} us; the queued work took {work * 1e3:.1f} ms")
+    assert median < 1e-3
+
+
+@gpu
+def test_synchronous_copies_leave_the_legacy_stream_idle(no_leak):
+    cuda = ctypes.CDLL("libcuda.so.1")
+    big = torch.randn(8192, 8192, device="cuda")
+    host = np.arange(1 << 18, dtype=np.float32)  # 1 MiB of pageable memory: under the staging size
+    on_device = dlbridge.asarray(host).to_device("cuda:0")
+    copies = {
+        "host to device": lambda: dlbridge.asarray(host).to_device("cuda:0"),
+        "device to device": lambda: on_device.copy(),
+        "device to host": lambda: on_device.to_device("cpu"),
+        "strided device to device": lambda: dlbridge.from_dlpack(big[:, 7]).to_device("cuda:0"),
+    }
+    for what, copy in copies.items():
+        for _ in range(10):
+            big @ big  # queued on torch's default stream: the legacy stream
+        out = copy()
+        assert cuda.cuStreamQuery(ctypes.c_void_p(1)) == 0, f"{what}: work still queued on the legacy stream"
+        del out
+    assert torch.equal(torch.from_dlpack(dlbridge.from_dlpack(big[:, 7]).to_device("cuda:0")), big[:, 7])
+
+
+@gpu
+def test_a_column_of_a_large_matrix_moves_only_its_elements(no_leak):
+    big = torch.arange(8192 * 8192, device="cuda", dtype=torch.float32).reshape(8192, 8192)
+    column = dlbridge.from_dlpack(big[:, 3])
+    torch.cuda.synchronize()
+    free_before, _ = torch.cuda.mem_get_info()
+    host = column.to_device("cpu")
+    assert np.array_equal(host.numpy(), big[:, 3].cpu().numpy())
+    on_device = column.to_device("cuda:0")
+    assert on_device.is_contiguous and on_device.is_copied and on_device.data_ptr != column.data_ptr
+    free_after, _ = torch.cuda.mem_get_info()
+    assert free_before - free_after < 64 << 20  # not the matrix's 256 MiB extent
+    del host, on_device
+
+
+def _managed_cupy(cupy, n, stream):
+    pool = cupy.cuda.MemoryPool(cupy.cuda.malloc_managed)
+    previous = cupy.cuda.get_allocator()
+    cupy.cuda.set_allocator(pool.malloc)
+    try:
+        with stream:
+            c = cupy.zeros(n, dtype=cupy.float32)
+    finally:
+        cupy.cuda.set_allocator(previous)
+    return c, pool
+
+
+@gpu
+def test_managed_memory_written_on_a_non_blocking_stream_is_read_right_on_the_cpu(no_leak):
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed on this GPU machine")
+    n = 1 << 24
+    s = cupy.cuda.Stream(non_blocking=True)
+    c, pool = _managed_cupy(cupy, n, s)
+    with s:
+        for _ in range(50):
+            c += 1
+        t = dlbridge.from_dlpack(c)  # CuPy orders its stream's work before the legacy stream
+    if t.__dlpack_device__()[0] != 13:
+        pytest.skip("this CuPy labels managed memory kDLCUDA: no host view to check")
+    assert (np.asarray(t) == 50).all()  # waits for the legacy stream before the CPU reads
+    assert (t.to_device("cpu").numpy() == 50).all()
+    s.synchronize()
+    del t, c
+    pool.free_all_blocks()
+
+
+@gpu
+def test_cuda_array_interface_import_waits_for_the_producers_stream(no_leak):
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed on this GPU machine")
+    n = 1 << 24
+    s = cupy.cuda.Stream(non_blocking=True)
+    with s:
+        c = cupy.zeros(n, dtype=cupy.float32)
+        for _ in range(50):
+            c += 1
+        interface = dict(c.__cuda_array_interface__, stream=s.ptr)
+
+        class Exporter:
+            __cuda_array_interface__ = interface
+
+        t = dlbridge.asarray(Exporter())
+    assert (t.to_device("cpu").numpy() == 50).all()
+    s.synchronize()
+
+
+@gpu
+def test_per_thread_default_stream_consumer(no_leak):
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed on this GPU machine")
+    n = 1 << 24
+    producer = torch.cuda.Stream()
+    with torch.cuda.stream(producer):
+        x = torch.zeros(n, device="cuda")
+        for _ in range(20):
+            x.add_(1.0)
+        t = dlbridge.from_dlpack(x)
+    t.__dlpack__(stream=2)  # the per-thread default stream is a valid consumer stream
+    with cupy.cuda.Stream.ptds:
+        total = float(cupy.from_dlpack(t).sum())
+    assert total == 20.0 * n
+
+
+@gpu
+def test_pinned_tensors_take_a_consumers_stream(no_leak):
+    p = dlbridge.asarray(np.arange(1 << 20, dtype=np.float32)).to_device("cuda_host")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        x = torch.from_dlpack(p)  # torch passes its side stream: accepted, the free waits for it
+        on_gpu = x.to("cuda", non_blocking=True)
+    del x, p
+    side.synchronize()
+    assert on_gpu.sum().item() == float(np.arange(1 << 20, dtype=np.float64).sum())
+
+
+@gpu
+def test_tensors_made_and_freed_during_graph_capture(no_leak):
+    x = torch.ones(1024, device="cuda")
+    before = dlbridge.zeros((1 << 20,), device="cuda:0")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = x * 2  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):  # global capture mode (torch's default)
+        y = x * 2
+        made = dlbridge.zeros((1 << 20,), device="cuda:0")  # dlbridge's work is not captured
+        mine = dlbridge.asarray(np.arange(8, dtype=np.float32)).to_device("cuda:0")
+        del before, made
+    g.replay()
+    torch.cuda.synchronize()
+    assert y.sum().item() == 2048.0
+    assert mine.to_device("cpu").numpy().tolist() == list(range(8))
+
+
+@gpu
+def test_two_threads_move_256_mib_each_way_at_once(no_leak):
+    n = (256 << 20) // 4
+    results = {}
+
+    def move(seed):
+        host = np.random.default_rng(seed).standard_normal(n, dtype=np.float32)
+        back = dlbridge.asarray(host).to_device("cuda:0").to_device("cpu")
+        results[seed] = np.array_equal(back.numpy(), host)
+
+    threads = [threading.Thread(target=move, args=(seed,)) for seed in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results == {1: True, 2: True}

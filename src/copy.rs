@@ -77,8 +77,13 @@ fn cuda_transfer(src: &Tensor, device: Device, to_host: bool) -> Result<Tensor> 
         return Ok(dst);
     }
     if !src.is_contiguous() {
-        // A strided CUDA source: bring its whole byte extent to the host,
-        // gather there, and send the result on if it is going to a device.
+        // A strided CUDA source: made compact on its own device with 2-D
+        // copies (only its elements move), then sent on where it goes.
+        if let Some(compact) = compact_on_device(src)? {
+            return if device == src.device() { Ok(compact) } else { cuda_transfer(&compact, device, to_host) };
+        }
+        // Too many blocks for 2-D copies: bring its whole byte extent to
+        // the host, gather there, and send the result on if it goes to a device.
         let host = gather_on_host(src)?;
         return if to_host {
             convert(&host, host.dtype(), Kernel::Copy, device)
@@ -98,6 +103,31 @@ fn cuda_transfer(src: &Tensor, device: Device, to_host: bool) -> Result<Tensor> 
         }?;
     }
     Ok(dst)
+}
+
+/// Most 2-D copies a strided device gather issues; beyond, the byte extent
+/// goes through the host.
+#[cfg(feature = "cuda")]
+const MAX_ROW_BLOCKS: usize = 4096;
+/// The largest row pitch `cuMemcpy2D` takes (`CU_DEVICE_ATTRIBUTE_MAX_PITCH`
+/// on current GPUs).
+#[cfg(feature = "cuda")]
+const MAX_PITCH: usize = i32::MAX as usize;
+
+/// A compact copy of a strided CUDA tensor on its own device, through 2-D
+/// copies of its rows; None when that would take too many copies.
+#[cfg(feature = "cuda")]
+fn compact_on_device(src: &Tensor) -> Result<Option<Tensor>> {
+    let Some(itemsize) = src.itemsize() else { bail!(InvalidStrides, "packed sub-byte data is always contiguous") };
+    let Some(rows) = crate::layout::Rows::plan(src.shape(), src.strides(), itemsize, MAX_PITCH, MAX_ROW_BLOCKS) else {
+        return Ok(None);
+    };
+    let flags = (src.flags() & Flags::SUBBYTE_PADDED) | Flags::IS_COPIED;
+    let dst = Tensor::uninit_with_flags(src.device(), src.dtype(), src.shape(), flags)?;
+    // SAFETY: the rows lie in the validated extent of `src` on its device;
+    // `dst` is fresh and compact, holding every block back to back.
+    unsafe { crate::cuda::copy_rows(src.device().id(), dst.data(), src.data(), &rows) }?;
+    Ok(Some(dst))
 }
 
 /// A compact host copy of a strided CUDA tensor, via its byte extent.
@@ -250,6 +280,7 @@ fn convert(src: &Tensor, dtype: DType, kernel: Kernel, target: Device) -> Result
             src.device()
         );
     }
+    crate::cuda::host_ready(src.device())?;
     let padded = src.flags() & Flags::SUBBYTE_PADDED;
     // Every byte of the output is written below.
     let dst = Tensor::uninit_with_flags(target, dtype, src.shape(), padded | Flags::IS_COPIED)?;

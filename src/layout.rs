@@ -200,6 +200,78 @@ pub fn packed_bytes(numel: u64, bits: u32) -> Result<u64> {
     }
 }
 
+/// A strided layout as rows, for 2-D copies (`cuMemcpy2D`): blocks, one
+/// per index of the outer dimensions (in row-major order, at `offsets`
+/// bytes from the data pointer), each `height` rows of `width` contiguous
+/// bytes, `pitch` bytes apart. Written back to back, the blocks are the
+/// compact row-major layout of the same elements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    /// Contiguous bytes per row.
+    pub width: usize,
+    /// Rows per block.
+    pub height: usize,
+    /// Bytes from one row's start to the next (at least `width`).
+    pub pitch: usize,
+    /// Outer dimensions: (size, byte stride).
+    outer: SmallVec<[(i64, i64); 6]>,
+}
+
+impl Rows {
+    /// The rows of a non-empty layout whose byte strides were validated (no
+    /// overflow), with rows at most `max_pitch` apart (a dimension whose
+    /// stride is negative, zero, below a row's width or past `max_pitch`
+    /// becomes blocks of one row each: blocks may be anywhere, overlap or
+    /// repeat, as a gather only reads them); None when there would be more
+    /// than `max_blocks` blocks.
+    pub fn plan(shape: &[i64], strides: &[i64], itemsize: usize, max_pitch: usize, max_blocks: usize) -> Option<Rows> {
+        let item = itemsize as i64;
+        let dims: SmallVec<[(i64, i64); 6]> =
+            shape.iter().zip(strides).filter(|(d, _)| **d != 1).map(|(&d, &s)| (d, s * item)).collect();
+        let (mut width, mut inner) = (item, dims.len());
+        while inner > 0 && dims[inner - 1].1 == width {
+            width *= dims[inner - 1].0;
+            inner -= 1;
+        }
+        let (mut height, mut pitch) = (1, width);
+        if inner > 0 && dims[inner - 1].1 >= width && dims[inner - 1].1 as u64 <= max_pitch as u64 {
+            (height, pitch) = dims[inner - 1];
+            inner -= 1;
+        }
+        let outer: SmallVec<[(i64, i64); 6]> = dims[..inner].iter().copied().collect();
+        let blocks = outer.iter().try_fold(1usize, |n, &(d, _)| n.checked_mul(d as usize))?;
+        if blocks > max_blocks {
+            return None;
+        }
+        Some(Rows { width: width as usize, height: height as usize, pitch: pitch as usize, outer })
+    }
+
+    /// How many blocks (2-D copies) the layout takes.
+    pub fn blocks(&self) -> usize {
+        self.outer.iter().map(|&(d, _)| d as usize).product()
+    }
+
+    /// Each block's start, in bytes from the data pointer, in row-major order.
+    pub fn offsets(&self) -> impl Iterator<Item = i64> + '_ {
+        let mut index: SmallVec<[i64; 6]> = SmallVec::from_elem(0, self.outer.len());
+        let mut at = 0i64;
+        (0..self.blocks()).map(move |k| {
+            if k > 0 {
+                for (i, &(d, s)) in self.outer.iter().enumerate().rev() {
+                    index[i] += 1;
+                    at += s;
+                    if index[i] < d {
+                        break;
+                    }
+                    at -= s * d;
+                    index[i] = 0;
+                }
+            }
+            at
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +326,63 @@ mod tests {
         );
         assert_eq!(packed_bytes(3, 4).unwrap(), 2);
         assert_eq!(packed_bytes(u64::MAX, 4).unwrap_err().kind(), ErrorKind::Overflow);
+    }
+
+    /// Gathers `shape`/`strides` (elements) of a byte array laid out from
+    /// `base` through `Rows` and element by element; both must agree.
+    fn gather_both_ways(shape: &[i64], strides: &[i64], item: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        let extent = byte_extent(shape, strides, item, numel(shape).unwrap()).unwrap();
+        let memory: Vec<u8> = (0..extent.len()).map(|i| (i * 7 % 251) as u8).collect();
+        let base = -extent.lo;
+        let rows = Rows::plan(shape, strides, item, usize::MAX, 1 << 20)?;
+        let mut fast = Vec::new();
+        for offset in rows.offsets() {
+            for r in 0..rows.height {
+                let at = (base + offset) as usize + r * rows.pitch;
+                fast.extend_from_slice(&memory[at..at + rows.width]);
+            }
+        }
+        let mut slow = Vec::new();
+        let n = numel(shape).unwrap();
+        for flat in 0..n {
+            let (mut rest, mut at) = (flat as i64, base);
+            for (&d, &s) in shape.iter().zip(strides).rev() {
+                at += (rest % d) * s * item as i64;
+                rest /= d;
+            }
+            slow.extend_from_slice(&memory[at as usize..at as usize + item]);
+        }
+        Some((fast, slow))
+    }
+
+    #[test]
+    fn rows_gather_what_an_element_walk_gathers() {
+        // A column of a matrix: one block of single-element rows.
+        let rows = Rows::plan(&[1000], &[4096], 4, usize::MAX, 16).unwrap();
+        assert_eq!((rows.width, rows.height, rows.pitch, rows.blocks()), (4, 1000, 16384, 1));
+        // Contiguous: one row.
+        let rows = Rows::plan(&[3, 4], &[4, 1], 8, usize::MAX, 16).unwrap();
+        assert_eq!((rows.width, rows.height, rows.blocks()), (96, 1, 1));
+        let cases: &[(&[i64], &[i64])] = &[
+            (&[5, 3], &[10, 1]),
+            (&[5, 3], &[1, 5]),
+            (&[2, 3, 4], &[40, 8, 2]),
+            (&[2, 3, 4], &[-12, 4, 1]),
+            (&[4, 1, 3], &[7, 99, 2]),
+            (&[3, 2, 2, 5], &[60, 25, 10, 1]),
+            (&[6], &[-3]),
+            (&[2, 2], &[0, 1]),
+            (&[2, 3], &[1, 1]),
+        ];
+        for &(shape, strides) in cases {
+            for item in [1, 2, 8] {
+                let (fast, slow) = gather_both_ways(shape, strides, item).unwrap();
+                assert_eq!(fast, slow, "{shape:?} {strides:?} x{item}");
+            }
+        }
+        // Too many blocks, or a pitch past the limit (then the rows become blocks).
+        assert!(Rows::plan(&[100, 100, 2], &[400, 3, 1], 1, usize::MAX, 99).is_none());
+        let rows = Rows::plan(&[3, 2], &[1 << 20, 1], 1, 1000, 16).unwrap();
+        assert_eq!((rows.height, rows.blocks()), (1, 3));
     }
 }

@@ -366,6 +366,23 @@ impl Tensor {
         Tensor::with_owner(raw, || Owner::Parent(root))
     }
 
+    /// Says that work queued on CUDA `stream` (a `CUstream`; 1 and 2 need
+    /// nothing, the legacy stream covers them) may use this tensor's memory:
+    /// when the memory is dlbridge's own, its free is ordered after the work
+    /// queued there by then. Foreign memory is its producer's business.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn used_on_stream(&self, stream: usize) {
+        let root = match &self.inner().owner {
+            Owner::Parent(root) => root,
+            _ => self,
+        };
+        match &root.inner().owner {
+            Owner::Device(buffer) => buffer.used_on(stream),
+            Owner::Pinned(buffer) => buffer.used_on(stream),
+            _ => {}
+        }
+    }
+
     /// The tensor as one pointer (for handles), giving up this reference.
     pub(crate) fn into_raw(self) -> *const c_void {
         ManuallyDrop::new(self).0.as_ptr().cast_const().cast()
@@ -447,7 +464,7 @@ impl Tensor {
             }
             #[cfg(feature = "cuda")]
             DLDeviceType::CUDAHOST => {
-                let buffer = crate::cuda::PinnedBuffer::new(bytes)?;
+                let buffer = crate::cuda::PinnedBuffer::new(bytes, None)?;
                 if zero {
                     // SAFETY: the fresh pinned buffer holds `bytes` bytes.
                     unsafe { std::ptr::write_bytes(buffer.ptr().cast::<u8>(), 0, bytes) };

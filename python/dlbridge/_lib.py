@@ -150,6 +150,7 @@ C_API = {
     "dlb_cuda_stream_wait": (c_int, c_int32, c_uint64, c_uint64),
     "dlb_cuda_pointer_device": (c_int, c_void_p, POINTER(c_int32)),
     "dlb_cuda_empty_cache": (c_int,),
+    "dlb_tensor_record_stream": (c_int, _handle, c_uint64),
     # For CPython extensions: these take PyObject* and need the GIL held, so
     # they are declared on the PyDLL handle (`lib`), not on `nogil`.
     "dlb_tensor_from_pyobject": (c_int, py_object, c_uint32, _out),

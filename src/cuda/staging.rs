@@ -17,7 +17,10 @@ use std::sync::OnceLock;
 
 use cudarc::driver::{result, sys};
 
-use super::imp::{LEGACY, PinnedBuffer, driver_error, is_pageable, on_device};
+use super::LEGACY_STREAM as LEGACY;
+use super::driver::{driver_error, on_device};
+use super::memory::PinnedBuffer;
+use super::transfer::is_pageable;
 use crate::error::Result;
 
 /// Copies smaller than this go straight to the driver.
@@ -53,9 +56,10 @@ struct Pipeline {
 
 impl Pipeline {
     /// For a copy of `bytes`, in the current context (the events belong to it).
-    fn new(bytes: usize) -> Result<Pipeline> {
+    fn new(device: i32, bytes: usize) -> Result<Pipeline> {
         let size = chunk_bytes().min((bytes / 4).next_multiple_of(PIECE).max(2 * PIECE));
-        let chunks = [Some(PinnedBuffer::new(size)?), Some(PinnedBuffer::new(size)?)];
+        let chunk = || PinnedBuffer::new(size, Some(device));
+        let chunks = [Some(chunk()?), Some(chunk()?)];
         let event = || {
             result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
                 .map_err(|e| driver_error("cuEventCreate", e))
@@ -140,8 +144,8 @@ unsafe fn spread_copy(dst: *mut u8, src: *const u8, len: usize) {
 /// # Safety
 /// `src` readable and `dst` (on `device`) writable for `bytes` bytes.
 pub(super) unsafe fn htod(device: i32, dst: *mut c_void, src: *const c_void, bytes: usize) -> Result<()> {
-    on_device(device, || {
-        let mut p = Pipeline::new(bytes)?;
+    on_device(device, |_| {
+        let mut p = Pipeline::new(device, bytes)?;
         for (k, at) in (0..bytes).step_by(p.size).enumerate() {
             let (which, len) = (k % 2, p.size.min(bytes - at));
             p.wait(which)?;
@@ -166,8 +170,8 @@ pub(super) unsafe fn htod(device: i32, dst: *mut c_void, src: *const c_void, byt
 /// # Safety
 /// `src` (on `device`) readable and `dst` writable for `bytes` bytes.
 pub(super) unsafe fn dtoh(device: i32, dst: *mut c_void, src: *const c_void, bytes: usize) -> Result<()> {
-    on_device(device, || {
-        let mut p = Pipeline::new(bytes)?;
+    on_device(device, |_| {
+        let mut p = Pipeline::new(device, bytes)?;
         let size = p.size;
         let count = bytes.div_ceil(size);
         let fetch = |p: &mut Pipeline, k: usize| -> Result<()> {

@@ -77,14 +77,19 @@ pub(crate) unsafe extern "C" fn delete_legacy(mt: *mut DLManagedTensor) {
 ///
 /// # Safety
 /// `mt` must be a pointer this module produced, not yet deleted.
+/// Called from C: a panic while dropping (none is expected; a CUDA driver
+/// lacking a symbol would be one) is caught, never unwound into the caller,
+/// and the block is freed all the same.
 unsafe fn delete<M: ManagedAbi>(mt: *mut M) {
     if !mt.is_null() {
-        // SAFETY: by contract, a live block; its tensor is dropped once, here.
-        unsafe {
-            let block = mt.cast::<Exported<M>>();
-            std::ptr::drop_in_place(&raw mut (*block).tensor);
-            crate::block::release(block.cast(), block_layout::<M>((*block).ndim));
-        }
+        let block = mt.cast::<Exported<M>>();
+        // SAFETY: by contract, a live block; its tensor is dropped once, here
+        // (a panic in the drop leaves it dropped as far as it got).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(&raw mut (*block).tensor)
+        }));
+        // SAFETY: the block's layout is read from its header, freed once.
+        unsafe { crate::block::release(block.cast(), block_layout::<M>((*block).ndim)) };
     }
 }
 

@@ -54,8 +54,10 @@ pub struct dlb_array_interface {
 /// shape, byte strides (always filled), data, readonly, dtype, device,
 /// version 3. `out->shape`/`out->strides` stay valid while `t` lives.
 /// Refused: packed sub-byte dtypes (DLB_ERR_UNSUPPORTED_DTYPE) and devices
-/// whose data is an opaque handle (DLB_ERR_UNSUPPORTED_DEVICE). On failure
-/// `*out` is untouched.
+/// whose data is an opaque handle (DLB_ERR_UNSUPPORTED_DEVICE). For
+/// managed memory (kDLCUDAManaged) this first waits for the work queued on
+/// its device's legacy default stream, so the CPU reads what the GPU wrote.
+/// On failure `*out` is untouched.
 ///
 /// # Safety
 /// `t` must be NULL or a live handle; `out` must be NULL or writable.
@@ -65,6 +67,7 @@ pub unsafe extern "C" fn dlb_tensor_array_interface(t: *const dlb_tensor, out: *
         // SAFETY: `t` is a live handle by contract.
         let tensor = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
+        crate::cuda::host_ready(tensor.device())?;
         let d = array_interface::describe(&tensor)?;
         let mut typestr = [0 as c_char; 8];
         for (dst, src) in typestr.iter_mut().zip(d.typestr.bytes()) {

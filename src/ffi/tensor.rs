@@ -349,8 +349,12 @@ pub unsafe extern "C" fn dlb_tensor_free(t: *mut dlb_tensor) {
 /// A compact row-major copy of `t` on `device`, in new memory, writable,
 /// with DLPACK_FLAG_BITMASK_IS_COPIED set: the explicit transfer between
 /// kDLCPU, kDLCUDA (any device id; peer copies between GPUs) and pinned
-/// kDLCUDAHost memory, in every direction, strided sources included. CUDA
-/// copies are synchronous, on the legacy default stream. Without a CUDA
+/// kDLCUDAHost memory, in every direction, strided sources included (a
+/// strided CUDA source is gathered on its device with 2-D copies of its
+/// rows, not through its whole byte extent). CUDA copies are synchronous:
+/// queued on the legacy default stream of the device (after the work
+/// already there and on every blocking stream), and complete when this
+/// returns, whatever the kinds of memory. Without a CUDA
 /// driver, CUDA targets give DLB_ERR_CUDA_UNAVAILABLE. On failure `*out` is
 /// untouched.
 ///

@@ -272,10 +272,16 @@ pub fn stream_to_ask(kind: DLDeviceType) -> Option<i64> {
     }
 }
 
+/// Where `__dlpack__` accepts a consumer's stream: CUDA, managed and pinned
+/// memory (the consumer may queue work reading pinned memory on it).
+pub fn accepts_stream(kind: DLDeviceType) -> bool {
+    takes_stream(kind) || kind == DLDeviceType::CUDAHOST
+}
+
 /// A `stream` argument of `__dlpack__` for a tensor on `device`: None, or an
 /// int (TypeError otherwise) in -1 .. 2**64 - 1 that is allowed there
-/// (ValueError otherwise: 0 is ambiguous, and only CUDA and managed memory
-/// take one). The stream to order the export on (None: no ordering).
+/// (ValueError otherwise: 0 is ambiguous, and only CUDA, managed and pinned
+/// memory take one). The consumer's stream (None: nothing to order).
 pub fn stream(py: Py<'_>, value: Option<Ref<'_>>, device: Device) -> PyResult<Option<u64>> {
     let Some(value) = value.filter(|v| !py.is_none(*v)) else { return Ok(None) };
     if !py.is_exactly(value, py.api().int_type) {
@@ -286,7 +292,7 @@ pub fn stream(py: Py<'_>, value: Option<Ref<'_>>, device: Device) -> PyResult<Op
         let message = format!("stream={} is not a stream (-1, 1, 2 or a cudaStream_t)", py.repr(value));
         return Err(py.raise(Exc::Value, &message));
     };
-    if !takes_stream(device.kind()) {
+    if !accepts_stream(device.kind()) {
         return Err(py.raise(Exc::Value, &format!("stream={v} is not allowed for a {device} tensor (only None)")));
     }
     if v == 0 {

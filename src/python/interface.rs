@@ -13,12 +13,23 @@ use crate::dtype::DType;
 use crate::error::{Result, bail};
 use crate::tensor::{Flags, RawView, Tensor};
 
+/// What the array interface says of `tensor`, once the CPU may use it:
+/// managed memory first waits (without the GIL) for the work ordered on
+/// its device's legacy stream, as producers were asked to order theirs.
+fn describe<'t>(py: Py<'_>, tensor: &'t Tensor) -> PyResult<Description<'t>> {
+    if tensor.device().kind() == dlpark::ffi::DLDeviceType::CUDAMANAGED {
+        let device = tensor.device();
+        py.ok(py.without_gil(|| crate::cuda::host_ready(device)))?;
+    }
+    py.ok(array_interface::describe(tensor))
+}
+
 /// The `__array_interface__` (or, for CUDA memory, the
 /// `__cuda_array_interface__`) dict of `tensor`, version 3. `keep` (an
 /// object that keeps the memory alive) goes in under `"__ref"`, as NumPy's
 /// scalars do, so a consumer that keeps only the dict keeps the memory.
 pub fn dict(py: Py<'_>, tensor: &Tensor, keep: Ref<'_>) -> PyResult<Owned> {
-    let d = py.ok(array_interface::describe(tensor))?;
+    let d = describe(py, tensor)?;
     let mut items = vec![
         (c"shape", py.ints(d.shape)),
         (c"typestr", py.str(&d.typestr)),
@@ -105,7 +116,7 @@ pub fn array_struct(py: Py<'_>, tensor: &Tensor) -> PyResult<Owned> {
         let message = format!("a {} tensor has no __array_struct__; call .to_device('cpu') first", tensor.device());
         return Err(py.raise(Exc::Attribute, &message));
     }
-    let d = py.ok(array_interface::describe(tensor))?;
+    let d = describe(py, tensor)?;
     let kind = d.typestr.as_bytes()[1];
     let descr = if kind == b'V' { void_descr(py, tensor.dtype()) } else { std::ptr::null_mut() };
     let ndim = d.shape.len();

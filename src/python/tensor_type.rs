@@ -166,8 +166,8 @@ float16 and bfloat16 round to nearest even. Runs without the GIL.",
         to_device as *const c_void,
         super::api::METH_FASTCALL_KEYWORDS,
         c"to_device($self, device)\n--\n\nThis tensor on device (\"cpu\", \"cuda:1\", \"cuda_host\" \
-for pinned memory, or a (type, id) pair): the same tensor when it is already there, else an \
-explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.",
+for pinned memory, or a (type, id) pair): the same tensor when it is already there and \
+compact, else an explicit, synchronous copy (compact row-major, IS_COPIED). Runs without the GIL.",
     ),
     method(
         c"repack",
@@ -381,6 +381,20 @@ static ASTYPE: Signature<1> = Signature::new("astype", 1, ["dtype"]);
 static TO_DEVICE: Signature<1> = Signature::new("to_device", 1, ["device"]);
 static REPACK: Signature<1> = Signature::new("repack", 1, ["padded"]);
 
+/// Hands `t` to a consumer's stream: the memory's free waits for the work
+/// the consumer queues there, and (CUDA and managed memory) that work waits
+/// for the work already queued on the legacy stream. Pinned memory has no
+/// pending work of dlbridge's: its copies are synchronous.
+fn handoff(py: Py<'_>, t: &Tensor, consumer: usize) -> PyResult<()> {
+    #[cfg(feature = "cuda")]
+    t.used_on_stream(consumer);
+    if args::takes_stream(t.device().kind()) {
+        let device = py.ok(Device::cuda(t.device().id()))?;
+        py.ok(py.without_gil(|| crate::cuda::stream_wait(device, consumer, crate::cuda::LEGACY_STREAM)))?;
+    }
+    Ok(())
+}
+
 /// `Tensor.__dlpack__`.
 unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj) -> Obj {
     // SAFETY: CPython calls methods with the GIL, on an instance, with its arguments.
@@ -391,8 +405,7 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
             let [stream, max_version, dl_device, copy] = call.bind(py, &DLPACK)?;
             let copy = args::copy_flag(py, copy)?;
             if let Some(consumer) = args::stream(py, stream, t.device())? {
-                let device = py.ok(Device::cuda(t.device().id()))?;
-                py.ok(py.without_gil(|| crate::cuda::stream_wait(device, consumer as usize, 1)))?;
+                handoff(py, t, consumer as usize)?;
             }
             let versioned = match max_version.filter(|v| !py.is_none(*v)) {
                 None => false,
@@ -493,7 +506,7 @@ unsafe extern "C" fn to_device(o: Obj, args: *const Obj, nargs: isize, kwnames: 
     unsafe {
         one_argument(o, (args, nargs, kwnames), &TO_DEVICE, |py, t, this, device| {
             let target = args::device(py, device)?;
-            if same_device(target, t.device().raw()) {
+            if same_device(target, t.device().raw()) && t.is_contiguous() {
                 return Ok(py.retain(this));
             }
             let device = py.ok(Device::target(target))?;

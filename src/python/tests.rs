@@ -176,6 +176,11 @@ fn copy_devices_dtypes_and_streams_follow_the_rules() {
         assert!(raised(py, stream(py.int(0).unwrap(), cuda), value_error));
         assert!(raised(py, stream(py.int(-2).unwrap(), cuda), value_error));
         assert!(raised(py, stream(py.int(7).unwrap(), Device::CPU), value_error));
+        let pinned =
+            Device::new(dlpark::ffi::DLDevice { device_type: dlpark::ffi::DLDeviceType::CUDAHOST, device_id: 0 })
+                .unwrap();
+        assert_eq!(stream(py.int(7).unwrap(), pinned).ok(), Some(Some(7)), "pinned memory takes a stream");
+        assert!(raised(py, stream(py.int(-3).unwrap(), pinned), value_error));
         assert!(raised(py, stream(py.bool(true), cuda), type_error));
     });
 }
