@@ -557,3 +557,62 @@ def test_two_threads_move_256_mib_each_way_at_once(no_leak):
     for th in threads:
         th.join()
     assert results == {1: True, 2: True}
+
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LIBCUDA = os.path.join(_REPO, "build", "libcuda")
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="this machine has a GPU: the driver finds a device")
+@pytest.mark.skipif(not os.path.exists(os.path.join(_LIBCUDA, "libcuda.so.1")),
+                    reason="NVIDIA's libcuda is not unpacked in build/libcuda (.ci/fetch_libcuda.sh does it)")
+def test_a_real_driver_without_a_device():
+    # NVIDIA's own libcuda (Debian's libcuda1), loaded on a machine with no
+    # GPU: cuInit says there is no device. That is 0 devices (not an error),
+    # and every CUDA request is a clear error, never a crash.
+    env = dict(os.environ, LD_LIBRARY_PATH=_LIBCUDA, PYTHONPATH=os.pathsep.join(sys.path))
+    code = """
+        import ctypes, numpy as np, dlbridge
+        from dlbridge import capi
+        n = ctypes.c_int32(-5)
+        assert capi.lib.dlb_cuda_device_count(ctypes.byref(n)) == 0 and n.value == 0
+        assert dlbridge.cuda_device_count() == 0
+        dlbridge.cuda_empty_cache()
+        t = dlbridge.asarray(np.arange(4.0))
+        for request, error, words in [
+            (lambda: t.to_device("cuda:0"), BufferError, "does not exist"),
+            (lambda: dlbridge.zeros((2,), device="cuda"), BufferError, "does not exist"),
+            (lambda: dlbridge.zeros((2,), device="cuda_host"), RuntimeError, "found none"),
+        ]:
+            try:
+                request()
+                raise AssertionError("no error")
+            except error as e:
+                assert words in str(e), e
+
+        class FakeCuda:
+            __cuda_array_interface__ = {"shape": (1,), "typestr": "<f4", "data": (t.data_ptr, False), "version": 3}
+
+        try:
+            dlbridge.asarray(FakeCuda())
+            raise AssertionError("no error")
+        except RuntimeError as e:
+            assert "no CUDA device" in str(e), e
+        # CUDA was initialised here: a forked child gets a clean error naming the fork.
+        import os
+        pid = os.fork()
+        if pid == 0:
+            status = capi.lib.dlb_cuda_device_count(ctypes.byref(n))
+            message = capi.lib.dlb_last_error_message().decode()
+            os._exit(0 if capi.STATUS[status] == "DLB_ERR_CUDA_UNAVAILABLE" and "forked" in message else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert capi.lib.dlb_cuda_device_count(ctypes.byref(n)) == 0  # the parent is unaffected
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    c_test = os.path.join(_REPO, "c_tests", "build", "test_cuda")
+    if os.path.exists(c_test):  # built by `make test-c`
+        done = subprocess.run([c_test], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "0 devices" in done.stdout, done.stdout + done.stderr

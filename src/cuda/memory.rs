@@ -299,7 +299,9 @@ impl PinnedBuffer {
     /// At least `bytes` bytes (a kept idle block at most twice as large, or
     /// a new one), for use with `device` (None: see the type's notes).
     pub(crate) fn new(bytes: usize, device: Option<i32>) -> Result<PinnedBuffer> {
-        driver::initialised()?;
+        if driver::device_count()? == 0 {
+            crate::error::bail!(CudaUnavailable, "pinned host memory needs a CUDA device; the driver found none");
+        }
         let bytes = bytes.max(1);
         if let Some(Kept { ptr, len, device, generation, .. }) = reuse(bytes) {
             return Ok(PinnedBuffer { ptr: ptr as *mut c_void, len, device, generation, users: Users::default() });

@@ -172,7 +172,9 @@ pub(crate) fn host_ready(device: Device) -> Result<()> {
 /// memory) and device ordinal. Never an error for unknown addresses; makes
 /// no context.
 fn pointer_info(ptr: *const c_void) -> Result<(u32, i32)> {
-    driver::initialised()?;
+    if driver::device_count()? == 0 {
+        bail!(CudaUnavailable, "no CUDA device (the driver found none): {ptr:p} cannot be CUDA memory");
+    }
     let (mut kind, mut ordinal): (u32, i32) = (0, -1);
     let mut attributes = [
         sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
