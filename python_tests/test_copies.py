@@ -2,6 +2,7 @@
 checked bit for bit against NumPy (and ml_dtypes for bfloat16)."""
 
 import itertools
+import sys
 import warnings
 
 import ml_dtypes
@@ -115,6 +116,14 @@ def test_big_endian_input_is_byte_swapped_into_a_copy(dtype, no_leak):
     assert np.array_equal(np.asarray(t), a)
     with pytest.raises(BufferError, match="byte order"):
         dlbridge.asarray(a, copy=False)
+    # The copy comes through the buffer protocol (one native call): the
+    # buffer is released once the copy is made, the source not kept.
+    refs = sys.getrefcount(a)
+    u = dlbridge.asarray(a)
+    assert sys.getrefcount(a) == refs and u.is_copied and np.array_equal(np.asarray(u), a)
+    assert dlbridge._lib.native["from_buffer"](a, True).is_copied
+    with pytest.raises(BufferError, match="big-endian"):
+        dlbridge._lib.native["from_buffer"](a)  # without swap: refused, as before
 
 
 def test_astype_refuses_what_it_cannot_convert(no_leak):

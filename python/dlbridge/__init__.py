@@ -48,7 +48,14 @@ def asarray(x: Any, *, copy: Optional[bool] = None) -> Tensor:
         return from_dlpack(x, copy=copy)
     interface = None
     if not getattr(getattr(x, "dtype", None), "isnative", True):
-        interface = getattr(x, "__array_interface__", None)  # other byte order: DLPack would refuse it
+        # Other byte order: DLPack would refuse it. A copy is due unless
+        # refused: the buffer protocol gives it in one native call.
+        if copy is not False:
+            try:
+                return _from_buffer(x, True)
+            except (TypeError, ValueError, BufferError):
+                pass  # no buffer, or a type it cannot describe: the interface says more
+        interface = getattr(x, "__array_interface__", None)
     if interface is None and hasattr(x, "__dlpack__"):
         try:
             return from_dlpack(x, copy=copy)

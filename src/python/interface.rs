@@ -224,7 +224,10 @@ const PYBUF_RECORDS_RO: i32 = 0x0004 | 0x0018; // FORMAT | STRIDES
 
 /// A tensor over an object's buffer (memoryview, bytearray, array.array,
 /// ...), zero copy; the buffer is released when the last holder goes.
-pub fn from_buffer(py: Py<'_>, obj: Ref<'_>) -> PyResult<Tensor> {
+/// With `swap`, data in the other byte order (a big-endian format) is
+/// byte-swapped into a native copy (IS_COPIED), without the GIL, and the
+/// buffer released at once; without it, such data is refused.
+pub fn from_buffer(py: Py<'_>, obj: Ref<'_>, swap: bool) -> PyResult<Tensor> {
     let api = py.api();
     let ctx = Box::into_raw(Box::new(PyBuffer {
         buf: std::ptr::null_mut(),
@@ -249,7 +252,7 @@ pub fn from_buffer(py: Py<'_>, obj: Ref<'_>) -> PyResult<Tensor> {
     let wrapped = (|| {
         // SAFETY: filled by the exporter; lives until `release_buffer`.
         let view = unsafe { &*ctx };
-        let (dtype, ndim) = buffer_layout(view)?;
+        let (dtype, ndim, swapped) = buffer_layout(view, swap)?;
         // SAFETY: the exporter filled `ndim` shape and strides (STRIDES requested).
         let shape = unsafe { crate::layout::dims_from_raw(view.shape.cast::<i64>(), ndim) }.unwrap_or(&[]);
         // SAFETY: as above.
@@ -267,7 +270,12 @@ pub fn from_buffer(py: Py<'_>, obj: Ref<'_>) -> PyResult<Tensor> {
         };
         // SAFETY: the exporter keeps the memory until PyBuffer_Release, which
         // `release_buffer` calls once.
-        unsafe { Tensor::wrap(&raw, Some(release_buffer), ctx.cast()) }
+        let view = unsafe { Tensor::wrap(&raw, Some(release_buffer), ctx.cast()) }?;
+        if !swapped {
+            return Ok(view);
+        }
+        // The view (so the buffer) lives until the copy is made, then goes.
+        py.without_gil(|| crate::copy::byteswapped(&view))
     })();
     wrapped.map_err(|e| {
         // SAFETY: not wrapped, so `release_buffer` will not run: release now.
@@ -279,8 +287,9 @@ pub fn from_buffer(py: Py<'_>, obj: Ref<'_>) -> PyResult<Tensor> {
     })
 }
 
-/// The element type and dimension count of a filled `Py_buffer`.
-fn buffer_layout(view: &PyBuffer) -> Result<(DType, usize)> {
+/// The element type and dimension count of a filled `Py_buffer`, and
+/// whether its data is in the other byte order (accepted only when `swap`).
+fn buffer_layout(view: &PyBuffer, swap: bool) -> Result<(DType, usize, bool)> {
     if !view.suboffsets.is_null() {
         bail!(InvalidStrides, "buffers with suboffsets (indirect arrays) cannot be exchanged");
     }
@@ -290,8 +299,11 @@ fn buffer_layout(view: &PyBuffer) -> Result<(DType, usize)> {
         // SAFETY: a NUL-terminated format string owned by the view.
         unsafe { CStr::from_ptr(view.format) }.to_str().unwrap_or("?invalid")
     };
-    let dtype = buffer_format_dtype(format, view.itemsize as usize)?;
-    Ok((dtype, crate::layout::check_ndim(view.ndim)?))
+    let itemsize = view.itemsize as usize;
+    let swapped = swap && itemsize > 1 && matches!(format.as_bytes().first(), Some(b'>' | b'!'));
+    let dtype =
+        if swapped { buffer_format_dtype(&format[1..], itemsize)? } else { buffer_format_dtype(format, itemsize)? };
+    Ok((dtype, crate::layout::check_ndim(view.ndim)?, swapped))
 }
 
 /// The DLPack type of a struct-module format ("f", "<d", "Zf", "?", ...).

@@ -295,8 +295,12 @@ on. A capsule can be consumed once."
             // SAFETY: the caller gives up a live handle (the package's contract).
             tensor_type::wrap(py, unsafe { Tensor::from_raw(address as *const c_void) })
         };
-    from_buffer(1; "obj") c"from_buffer(obj, /)\n--\n\nA Tensor over a buffer-protocol object's memory, zero copy."
-        => |py, [obj]| tensor_type::wrap(py, interface::from_buffer(py, SIG.required(py, obj, 0)?)?);
+    from_buffer(2; "obj", "swap") c"from_buffer(obj, swap=False, /)\n--\n\nA Tensor over a buffer-protocol \
+object's memory, zero copy; with swap, data in the other byte order becomes a native copy."
+        => |py, [obj, swap]| {
+            let swap = match swap { Some(s) => py.truth(s)?, None => false };
+            tensor_type::wrap(py, interface::from_buffer(py, SIG.required(py, obj, 0)?, swap)?)
+        };
     set_tensor_class(1; "cls") c"set_tensor_class(cls, /)\n--\n\nThe subclass of TensorBase whose instances the library makes."
         => |py, [cls]| tensor_type::register_class(py, SIG.required(py, cls, 0)?).map(|()| py.none());
     set_void_resolver(1; "f") c"set_void_resolver(f, /)\n--\n\nf(name) names the NumPy type of a dtype NumPy lacks (or None)."
