@@ -534,10 +534,14 @@ def test_tensors_made_and_freed_during_graph_capture(no_leak):
         y = x * 2
         made = dlbridge.zeros((1 << 20,), device="cuda:0")  # dlbridge's work is not captured
         mine = dlbridge.asarray(np.arange(8, dtype=np.float32)).to_device("cuda:0")
+        # Handed to the capturing stream: a capture cannot wait on an outside
+        # event, so dlbridge's work is waited for on the host instead.
+        z = torch.from_dlpack(mine) * 3
         del before, made
     g.replay()
     torch.cuda.synchronize()
     assert y.sum().item() == 2048.0
+    assert z.tolist() == [3.0 * i for i in range(8)]
     assert mine.to_device("cpu").numpy().tolist() == list(range(8))
 
 

@@ -82,8 +82,9 @@ fn cuda_transfer(src: &Tensor, device: Device, to_host: bool) -> Result<Tensor> 
         if let Some(compact) = compact_on_device(src)? {
             return if device == src.device() { Ok(compact) } else { cuda_transfer(&compact, device, to_host) };
         }
-        // Too many blocks for 2-D copies: bring its whole byte extent to
-        // the host, gather there, and send the result on if it goes to a device.
+        // Too many blocks for 2-D copies, or a dense layout of narrow rows:
+        // bring its byte extent to the host, gather there, and send the
+        // result on if it goes to a device.
         let host = gather_on_host(src)?;
         return if to_host {
             convert(&host, host.dtype(), Kernel::Copy, device)
@@ -114,14 +115,26 @@ const MAX_ROW_BLOCKS: usize = 4096;
 #[cfg(feature = "cuda")]
 const MAX_PITCH: usize = i32::MAX as usize;
 
+/// Rows at least this wide make 2-D copies efficient whatever the layout;
+/// narrower rows (a transpose's single elements) move far slower through
+/// the copy engine than a dense extent through the host.
+#[cfg(feature = "cuda")]
+const WIDE_ROW: usize = 512;
+
 /// A compact copy of a strided CUDA tensor on its own device, through 2-D
-/// copies of its rows; None when that would take too many copies.
+/// copies of its rows; None when its extent through the host is the better
+/// way: too many copies, or narrow rows of a dense layout (its byte extent
+/// at most twice its size, e.g. a transpose).
 #[cfg(feature = "cuda")]
 fn compact_on_device(src: &Tensor) -> Result<Option<Tensor>> {
     let Some(itemsize) = src.itemsize() else { bail!(InvalidStrides, "packed sub-byte data is always contiguous") };
     let Some(rows) = crate::layout::Rows::plan(src.shape(), src.strides(), itemsize, MAX_PITCH, MAX_ROW_BLOCKS) else {
         return Ok(None);
     };
+    let extent = crate::layout::byte_extent(src.shape(), src.strides(), itemsize, src.numel())?;
+    if rows.width < WIDE_ROW && extent.len() <= 2 * src.nbytes() {
+        return Ok(None);
+    }
     let flags = (src.flags() & Flags::SUBBYTE_PADDED) | Flags::IS_COPIED;
     let dst = Tensor::uninit_with_flags(src.device(), src.dtype(), src.shape(), flags)?;
     // SAFETY: the rows lie in the validated extent of `src` on its device;

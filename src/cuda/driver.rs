@@ -48,15 +48,28 @@ struct Driver {
     devices: Box<[Slot]>,
 }
 
-/// Set in a child process forked after CUDA was initialised here.
+/// Set once this process starts initialising CUDA (just before `cuInit`).
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// Set in a child process forked after CUDA initialisation started here
+/// (also in the middle of it: the child never waits on the parent's
+/// half-finished initialisation).
 static FORKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn forked_child() {
-    FORKED.store(true, Ordering::Relaxed);
+    // Only atomics: allowed in the child of a multithreaded fork.
+    if STARTED.load(Ordering::Relaxed) {
+        FORKED.store(true, Ordering::Relaxed);
+    }
 }
 
 fn driver() -> Result<&'static Driver> {
     static DRIVER: OnceLock<std::result::Result<Driver, Error>> = OnceLock::new();
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a handler that only uses atomics, for the rest of
+    // the process, before anything of CUDA's exists.
+    AT_FORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forked_child));
+    });
     if FORKED.load(Ordering::Relaxed) {
         bail!(
             CudaUnavailable,
@@ -76,15 +89,13 @@ fn init() -> Result<Driver> {
     if !unsafe { sys::is_culib_present() } {
         bail!(CudaUnavailable, "no CUDA driver: libcuda.so could not be loaded");
     }
+    STARTED.store(true, Ordering::Relaxed);
     let count = match result::init() {
         Ok(()) => result::device::get_count().map_err(|e| driver_error("cuDeviceGetCount", e))?,
         // A driver and no device: zero devices, not an error.
         Err(e) if e.0 == sys::CUresult::CUDA_ERROR_NO_DEVICE => 0,
         Err(e) => return Err(driver_error("cuInit", e)),
     };
-    // SAFETY: registers a handler that only stores to an atomic
-    // (async-signal-safe), for the rest of the process.
-    unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
     let devices = (0..count.max(0))
         .map(|_| Slot {
             ctx: AtomicPtr::new(std::ptr::null_mut()),
@@ -121,23 +132,34 @@ pub(crate) fn is_active(device: i32) -> bool {
     ok && active != 0
 }
 
+/// Notices a reset: a context that was retained but is no longer active
+/// was reset by someone else (`cudaDeviceReset`). Its generation moves on
+/// (caches compare generations and forget what went with it) and it is
+/// retained again on next use. Returns the current generation.
+fn refresh(slot: &Slot, device: i32) -> u64 {
+    if !slot.ctx.load(Ordering::Acquire).is_null() && !is_active(device) {
+        let _one = slot.retaining.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.ctx.load(Ordering::Acquire).is_null() && !is_active(device) {
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            slot.ctx.store(std::ptr::null_mut(), Ordering::Release);
+        }
+    }
+    slot.generation.load(Ordering::Acquire)
+}
+
 /// `device`'s retained primary context and its generation, retaining it on
-/// first use. A context that was retained but is no longer active was reset
-/// by someone else: its generation moves on and it is retained again.
+/// first use (and again after a reset).
 fn context(device: i32) -> Result<(sys::CUcontext, u64)> {
     let slot = slot(device)?;
+    let generation = refresh(slot, device);
     let ctx = slot.ctx.load(Ordering::Acquire);
-    if !ctx.is_null() && is_active(device) {
-        return Ok((ctx.cast(), slot.generation.load(Ordering::Acquire)));
+    if !ctx.is_null() {
+        return Ok((ctx.cast(), generation));
     }
     let _one = slot.retaining.lock().unwrap_or_else(|e| e.into_inner());
     let ctx = slot.ctx.load(Ordering::Acquire);
     if !ctx.is_null() {
-        if is_active(device) {
-            return Ok((ctx.cast(), slot.generation.load(Ordering::Acquire)));
-        }
-        // Caches compare generations and forget what went with the reset.
-        slot.generation.fetch_add(1, Ordering::AcqRel);
+        return Ok((ctx.cast(), slot.generation.load(Ordering::Acquire)));
     }
     let dev = result::device::get(device).map_err(|e| driver_error("cuDeviceGet", e))?;
     // SAFETY: a valid device; the retain is kept for the process.
@@ -149,9 +171,24 @@ fn context(device: i32) -> Result<(sys::CUcontext, u64)> {
     Ok((ctx, slot.generation.load(Ordering::Acquire)))
 }
 
-/// The generation of `device`'s context as last seen (0 before any reset).
+/// The generation of `device`'s context (0 before any reset), checking
+/// for a reset first; retains nothing.
 pub(crate) fn generation(device: i32) -> u64 {
-    slot(device).map_or(u64::MAX, |s| s.generation.load(Ordering::Acquire))
+    slot(device).map_or(u64::MAX, |s| refresh(s, device))
+}
+
+/// Whether dlbridge has retained `device`'s primary context (used it).
+pub(crate) fn retained(device: i32) -> bool {
+    slot(device).is_ok_and(|s| !s.ctx.load(Ordering::Acquire).is_null())
+}
+
+/// Whether `stream` (a `CUstream`, not 1 or 2) is capturing a CUDA graph:
+/// work queued there runs when the graph is launched, not now.
+pub(crate) fn is_capturing(stream: usize) -> bool {
+    let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // SAFETY: one out value for a stream the caller says is live.
+    let ok = unsafe { sys::cuStreamIsCapturing(stream as sys::CUstream, &raw mut status) }.result().is_ok();
+    ok && status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
 }
 
 /// The caller's current context and capture mode, put back on drop.

@@ -3,15 +3,20 @@
 //!
 //! No free waits on the host. Memory may still be in use by work queued
 //! on the legacy default stream (where dlbridge orders its own work, and
-//! which every blocking stream, per-thread default streams included,
-//! synchronises with) and on each stream it was handed to (`used_on`:
-//! `__dlpack__(stream=S)`, `dlb_tensor_record_stream`). So a free is
-//! ordered after all of them on the device: events recorded on those
-//! streams, the legacy stream made to wait for them, and the memory given
-//! back to the pool on the legacy stream (`cuMemFreeAsync`), where the pool
-//! hands it out again only in that order. Pinned blocks go back to the
-//! cache with the events that mark the end of their pending work, and are
-//! handed out again only once those have completed (`cuEventQuery`).
+//! which every blocking stream of the context, per-thread default streams
+//! included, synchronises with) and on each stream it was handed to
+//! (`used_on`: `__dlpack__(stream=S)`, `dlb_tensor_record_stream`). So a
+//! free is ordered after all of them on the GPU: each device has a
+//! non-blocking "free stream" that waits (events) for the legacy stream and
+//! for each such stream, and the memory goes back to the pool on it
+//! (`cuMemFreeAsync`). The pool hands it out again (on the legacy stream)
+//! only after that point, and no other work waits for the free stream, so
+//! a free adds no dependency between the framework's streams. Pinned
+//! blocks go back to the cache with the events that mark the end of their
+//! pending work, and are handed out again once those have completed.
+//!
+//! Streams capturing a CUDA graph are left out: their work runs when the
+//! graph is launched, and whoever launches it keeps its memory alive.
 
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -46,22 +51,68 @@ impl Users {
     }
 }
 
-/// Whether a stream needs its own ordering before a free: the legacy
-/// stream already waits for blocking streams (the per-thread default
-/// streams among them), so only non-blocking streams do.
-fn needs_ordering(stream: usize) -> bool {
-    if stream <= 2 {
-        return false;
+/// Per-device objects made once per context generation: pools and free streams.
+struct PerDevice(Mutex<Vec<(i32, u64, usize)>>);
+
+impl PerDevice {
+    const fn new() -> PerDevice {
+        PerDevice(Mutex::new(Vec::new()))
     }
-    let mut flags = 0u32;
-    // SAFETY: one out value for a stream the consumer said is live.
-    let known = unsafe { sys::cuStreamGetFlags(stream as sys::CUstream, &raw mut flags) }.result().is_ok();
-    // Unknown flags: order on it anyway.
-    !known || flags & sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32 != 0
+
+    /// The object of `device` at `generation`, made by `make` on first use
+    /// (one of an older generation went with its context's reset: forgotten).
+    fn get(&self, device: i32, generation: u64, make: impl FnOnce() -> Result<usize>) -> Result<usize> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, _, object)) = all.iter().find(|(d, g, _)| *d == device && *g == generation) {
+            return Ok(object);
+        }
+        let object = make()?;
+        all.retain(|(d, _, _)| *d != device);
+        all.push((device, generation, object));
+        Ok(object)
+    }
+
+    fn all(&self) -> Vec<(i32, u64, usize)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
-/// Pools by (device, generation of its context).
-static POOLS: Mutex<Vec<(i32, u64, usize)>> = Mutex::new(Vec::new());
+/// Each device's free stream (non-blocking, in its primary context).
+static FREE_STREAMS: PerDevice = PerDevice::new();
+
+/// The free stream of `device`, in its current context (of `generation`).
+fn free_stream(device: i32, generation: u64) -> Result<sys::CUstream> {
+    let stream = FREE_STREAMS.get(device, generation, || {
+        let mut stream: sys::CUstream = std::ptr::null_mut();
+        // SAFETY: one out value; a stream of the current context.
+        unsafe { sys::cuStreamCreate(&raw mut stream, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32) }
+            .result()
+            .map_err(|e| driver_error("cuStreamCreate", e))?;
+        Ok(stream as usize)
+    })?;
+    Ok(stream as sys::CUstream)
+}
+
+/// Makes `device`'s free stream wait for the work queued so far on the
+/// legacy stream and on `users`, in the current context of `device`.
+/// Capturing streams are left out (see the module's notes); a user stream
+/// that cannot be ordered (destroyed by its owner) is waited for on the
+/// host instead, or skipped if even that fails.
+fn free_point(device: i32, generation: u64, users: &[usize]) -> Result<sys::CUstream> {
+    let free = free_stream(device, generation)?;
+    order_from(free as usize, driver::primary(device)?, LEGACY)?;
+    for &stream in users.iter().filter(|&&s| !driver::is_capturing(s)) {
+        let ordered = driver::stream_context(stream).and_then(|ctx| order_from(free as usize, ctx, stream));
+        if ordered.is_err() {
+            // SAFETY: a stream the consumer named; an error is ignored.
+            let _ = unsafe { sys::cuStreamSynchronize(stream as sys::CUstream) };
+        }
+    }
+    Ok(free)
+}
+
+/// Each device's pool.
+static POOLS: PerDevice = PerDevice::new();
 
 /// dlbridge's own stream-ordered memory pool on `device` (made on first use;
 /// the device's default pool, which frameworks tune, is left alone). Every
@@ -70,10 +121,10 @@ static POOLS: Mutex<Vec<(i32, u64, usize)>> = Mutex::new(Vec::new());
 /// made exportable as POSIX file descriptors where the system allows
 /// (`cuMemPoolExportToShareableHandle`). In the current context of `device`.
 fn pool(device: i32, generation: u64) -> Result<sys::CUmemoryPool> {
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&(_, _, pool)) = pools.iter().find(|(d, g, _)| *d == device && *g == generation) {
-        return Ok(pool as sys::CUmemoryPool);
-    }
+    POOLS.get(device, generation, || make_pool(device)).map(|p| p as sys::CUmemoryPool)
+}
+
+fn make_pool(device: i32) -> Result<usize> {
     let make = |handles| {
         // SAFETY: plain-old-data properties; zero is "none" for every field not set.
         let mut props: sys::CUmemPoolProps = unsafe { std::mem::zeroed() };
@@ -119,10 +170,7 @@ fn pool(device: i32, generation: u64) -> Result<sys::CUmemoryPool> {
         // Peer access is an optimisation (peer copies work without it).
         let _ = unsafe { sys::cuMemPoolSetAccess(pool, peers.as_ptr(), peers.len()) };
     }
-    // A pool of an older generation went with its context's reset: forgotten.
-    pools.retain(|(d, _, _)| *d != device);
-    pools.push((device, generation, pool as usize));
-    Ok(pool)
+    Ok(pool as usize)
 }
 
 /// Gives the memory dlbridge keeps for reuse (pinned host blocks, the
@@ -135,8 +183,7 @@ pub(crate) fn empty_cache() -> Result<()> {
         block.wait();
         free_pinned(&block);
     }
-    let pools = POOLS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for (device, generation, pool) in pools {
+    for (device, generation, pool) in POOLS.all() {
         on_device(device, |now| {
             if now != generation {
                 return Ok(());
@@ -199,30 +246,59 @@ impl Drop for DeviceBuffer {
         if driver::initialised().is_err() {
             return; // a forked child: the parent's memory is not ours to touch
         }
-        let (ptr, users) = (self.ptr, self.users.take());
-        on_same_generation(self.device, self.generation, || {
-            for stream in users.into_iter().filter(|s| needs_ordering(*s)) {
-                // A stream the consumer destroyed since is an error here: its
-                // work is complete or will be before its resources go.
-                if let Ok(ctx) = driver::stream_context(stream) {
-                    let _ = order_from(LEGACY, ctx, stream);
-                }
-            }
+        let (ptr, users, device, generation) = (self.ptr, self.users.take(), self.device, self.generation);
+        on_same_generation(device, generation, || {
+            // If the free cannot be ordered, the memory is left allocated:
+            // a leak, never a reuse under pending work.
+            let free = free_point(device, generation, &users)?;
             // SAFETY: allocated from this device's pool, freed once here, in
-            // order after every user's work on the legacy stream.
-            unsafe { result::free_async(ptr, LEGACY as sys::CUstream) }.map_err(|e| driver_error("cuMemFreeAsync", e))
+            // order after its users' work.
+            unsafe { result::free_async(ptr, free) }.map_err(|e| driver_error("cuMemFreeAsync", e))
         });
     }
 }
 
-/// A freed pinned block kept for reuse, with the events (context, event)
-/// that mark the end of the work that was queued on it when it was freed.
+/// An event marking the end of work that may use a freed pinned block,
+/// recorded in context `ctx` of `device` at `generation`.
+#[derive(Clone, Copy)]
+struct Pending {
+    device: i32,
+    generation: u64,
+    ctx: usize,
+    event: usize,
+}
+
+impl Pending {
+    /// Whether the work is done (the event is then destroyed). An event
+    /// whose context went with a reset, or that the driver no longer knows,
+    /// is forgotten (counted as done: nothing can be waited for any more).
+    fn done(self, wait: bool) -> bool {
+        if driver::generation(self.device) != self.generation {
+            return true;
+        }
+        let finished = driver::with_context(self.ctx as sys::CUcontext, || {
+            let event = self.event as sys::CUevent;
+            // SAFETY: an event recorded by `PinnedBuffer::drop`, live until destroyed here.
+            let state = unsafe { if wait { sys::cuEventSynchronize(event) } else { sys::cuEventQuery(event) } };
+            if state == sys::CUresult::CUDA_ERROR_NOT_READY {
+                return Ok(false);
+            }
+            // SAFETY: completed (or unknown to the driver), destroyed once.
+            unsafe { result::event::destroy(event) }.ok();
+            Ok(true)
+        });
+        finished.unwrap_or(true)
+    }
+}
+
+/// A freed pinned block kept for reuse, with the events that mark the end
+/// of the work that was queued on it when it was freed.
 struct Kept {
     ptr: usize,
     len: usize,
     device: i32,
     generation: u64,
-    pending: Vec<(usize, usize)>,
+    pending: Vec<Pending>,
 }
 
 impl Kept {
@@ -231,36 +307,15 @@ impl Kept {
         driver::generation(self.device) != self.generation
     }
 
-    /// Whether every pending event has completed (destroying those that have).
+    /// Whether every pending event has completed.
     fn idle(&mut self) -> bool {
-        self.pending.retain(|&(ctx, event)| {
-            let done = driver::with_context(ctx as sys::CUcontext, || {
-                // SAFETY: an event recorded by `PinnedBuffer::drop`, live until destroyed here.
-                let state = unsafe { sys::cuEventQuery(event as sys::CUevent) };
-                if state == sys::CUresult::CUDA_ERROR_NOT_READY {
-                    return Ok(false);
-                }
-                // SAFETY: completed (or failed), destroyed once.
-                unsafe { result::event::destroy(event as sys::CUevent) }.ok();
-                Ok(true)
-            });
-            !matches!(done, Ok(true))
-        });
+        self.pending.retain(|p| !p.done(false));
         self.pending.is_empty()
     }
 
     /// Waits for every pending event (for frees of the whole cache).
     fn wait(&mut self) {
-        for (ctx, event) in std::mem::take(&mut self.pending) {
-            let _ = driver::with_context(ctx as sys::CUcontext, || {
-                // SAFETY: as in `idle`; waited for, then destroyed once.
-                unsafe {
-                    let _ = result::event::synchronize(event as sys::CUevent);
-                    result::event::destroy(event as sys::CUevent).ok();
-                }
-                Ok(())
-            });
-        }
+        self.pending.retain(|p| !p.done(true));
     }
 }
 
@@ -336,7 +391,7 @@ impl PinnedBuffer {
         keep(this.kept(Vec::new()));
     }
 
-    fn kept(&self, pending: Vec<(usize, usize)>) -> Kept {
+    fn kept(&self, pending: Vec<Pending>) -> Kept {
         Kept { ptr: self.ptr as usize, len: self.len, device: self.device, generation: self.generation, pending }
     }
 }
@@ -399,13 +454,14 @@ fn keep(block: Kept) {
     freed.iter().for_each(free_pinned);
 }
 
-/// An event recorded now on `stream` in context `ctx`: (context, event).
-fn mark(ctx: sys::CUcontext, stream: usize) -> Option<(usize, usize)> {
+/// An event recorded now on `stream` in context `ctx` of `device`.
+fn mark(device: i32, ctx: sys::CUcontext, stream: usize) -> Option<Pending> {
+    let generation = driver::generation(device);
     driver::with_context(ctx, || {
         let event = driver::event()?;
         // SAFETY: a fresh event of this context; the stream is live by the consumer's word.
         match unsafe { result::event::record(event, stream as sys::CUstream) } {
-            Ok(()) => Ok((ctx as usize, event as usize)),
+            Ok(()) => Ok(Pending { device, generation, ctx: ctx as usize, event: event as usize }),
             Err(e) => {
                 // SAFETY: created above, used by nothing.
                 unsafe { result::event::destroy(event) }.ok();
@@ -421,23 +477,23 @@ impl Drop for PinnedBuffer {
         if driver::initialised().is_err() {
             return; // a forked child: the parent's block is not ours to touch
         }
-        // Work queued on the legacy stream of every device whose context is
-        // in use, and on the streams the block was handed to, may still
-        // read or write it: an event after each marks when it may be reused.
+        // Work queued on the legacy stream of every device dlbridge uses,
+        // and on the streams the block was handed to, may still read or
+        // write it: an event after each marks when it may be reused.
         let users = self.users.take();
         let kept = quietly(|| {
             let mut pending = Vec::new();
             let devices = driver::device_count().unwrap_or(0) as i32;
-            for device in (0..devices).filter(|&d| driver::is_active(d)) {
-                let _ = on_device(device, |_| {
-                    let ctx = result::ctx::get_current().ok().flatten().unwrap_or(std::ptr::null_mut());
-                    pending.extend(mark(ctx, LEGACY));
-                    Ok(())
-                });
+            for device in (0..devices).filter(|&d| driver::retained(d)) {
+                if let Ok(ctx) = driver::primary(device) {
+                    pending.extend(mark(device, ctx, LEGACY));
+                }
             }
-            for &stream in &users {
-                if let Ok(ctx) = driver::stream_context(stream) {
-                    pending.extend(mark(ctx, stream));
+            for &stream in users.iter().filter(|&&s| !driver::is_capturing(s)) {
+                let Ok(ctx) = driver::stream_context(stream) else { continue };
+                let device = driver::with_context(ctx, || Ok(driver::current_device())).ok().flatten();
+                if let Some(device) = device {
+                    pending.extend(mark(device, ctx, stream));
                 }
             }
             keep(self.kept(pending));

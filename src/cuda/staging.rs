@@ -109,14 +109,19 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
+        let mut idle = true;
         for which in 0..2 {
             // A failed copy may leave DMA in flight: the chunk must not be reused before it ends.
-            let _ = self.wait(which);
+            idle &= self.wait(which).is_ok();
             // SAFETY: created by `new`, destroyed once here.
             unsafe { result::event::destroy(self.events[which]) }.ok();
         }
         for chunk in self.chunks.iter_mut().filter_map(Option::take) {
-            chunk.recycle_idle(); // waited for above: no copy uses it
+            if idle {
+                chunk.recycle_idle(); // waited for above: no copy uses it
+            } else {
+                std::mem::forget(chunk); // DMA may still use it: never reused, never freed
+            }
         }
     }
 }

@@ -106,6 +106,18 @@ pub(crate) unsafe fn copy_dtod(
 /// compact size, on `device`.
 pub(crate) unsafe fn copy_rows(device: i32, dst: *mut c_void, src: *const c_void, rows: &Rows) -> Result<()> {
     on_device(device, |_| {
+        if rows.height == 1 {
+            // Blocks of one row: plain copies (a row may be wider than the
+            // largest pitch a 2-D copy takes).
+            for (k, offset) in rows.offsets().enumerate() {
+                let from = (src as sys::CUdeviceptr).wrapping_add_signed(offset);
+                let to = dst as sys::CUdeviceptr + (k * rows.width) as u64;
+                // SAFETY: as below, one row per block.
+                unsafe { result::memcpy_dtod_async(to, from, rows.width, legacy()) }
+                    .map_err(|e| driver_error("cuMemcpyDtoDAsync", e))?;
+            }
+            return finish("strided device copy");
+        }
         for (k, offset) in rows.offsets().enumerate() {
             // SAFETY: plain-old-data; the fields that matter are set below.
             let mut copy: sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
@@ -140,7 +152,20 @@ pub(crate) fn stream_wait(device: Device, waiter: usize, signaller: usize) -> Re
     if waiter == signaller {
         return Ok(());
     }
+    if signaller > 2 && driver::is_capturing(signaller) {
+        bail!(
+            InvalidArgument,
+            "stream {signaller:#x} is capturing a CUDA graph: its work has not run, nothing can wait for it"
+        );
+    }
     on_device(device.id(), |_| {
+        if waiter > 2 && driver::is_capturing(waiter) {
+            // A capture cannot wait on an event recorded outside it: the
+            // signaller's work is waited for here, before the capture goes on.
+            // SAFETY: the signaller is live by the caller's word.
+            return unsafe { result::stream::synchronize(signaller as sys::CUstream) }
+                .map_err(|e| driver_error("cuStreamSynchronize (for a capturing consumer)", e));
+        }
         let ctx = if signaller <= 2 { driver::primary(device.id())? } else { driver::stream_context(signaller)? };
         driver::order_from(waiter, ctx, signaller)
     })
@@ -154,14 +179,34 @@ pub(crate) fn synchronize(device: i32) -> Result<()> {
 
 /// Before the CPU reads or writes memory on `device`: managed memory waits
 /// for the work ordered on its device's legacy stream (where producers
-/// were asked to put theirs); other memory needs nothing. Where this
+/// were asked to put theirs), or for the whole device where the CPU may
+/// not access managed memory while kernels run; other memory needs nothing. Where this
 /// process cannot use CUDA (no driver, a forked child) it has no GPU work
 /// to wait for: nothing is done.
 pub(crate) fn host_ready(device: Device) -> Result<()> {
     if device.kind() != dlpark::ffi::DLDeviceType::CUDAMANAGED {
         return Ok(());
     }
-    match on_device(device.id(), |_| finish("waiting for managed memory's producer")) {
+    let waited = on_device(device.id(), |_| {
+        let mut concurrent = 0;
+        // SAFETY: one out value for a valid ordinal.
+        let known = unsafe {
+            sys::cuDeviceGetAttribute(
+                &raw mut concurrent,
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS,
+                device.id(),
+            )
+        }
+        .result()
+        .is_ok();
+        if known && concurrent != 0 {
+            return finish("waiting for managed memory's producer");
+        }
+        // Without concurrent access (Tegra, Windows, pre-Pascal), the CPU
+        // may not touch managed memory while any kernel runs.
+        result::ctx::synchronize().map_err(|e| driver_error("cuCtxSynchronize (managed memory)", e))
+    });
+    match waited {
         Err(e) if e.kind() == crate::error::ErrorKind::CudaUnavailable => Ok(()),
         done => done,
     }
