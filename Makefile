@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: test-python-versions test-python-asan check-soname install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
+.PHONY: conformance conformance-check test-python-versions test-python-asan check-soname install test-install-c test-cpp test-docs fuzz-smoke test-asan catalogue catalogue-update build venv demo test-gpu bench bench-copies test test-all test-rust lint check-header test-c test-python test-install clean
 # The crate version, and the ABI version in the soname (0.Y while the major
 # version is 0, as build.rs sets it).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -59,7 +59,7 @@ test:
 	set -o pipefail; $(MAKE) --no-print-directory test-all 2>&1 | tee build/test.log
 	@$(PYTHON) .ci/tally.py build/test.log
 
-test-all: lint test-rust test-asan check-header check-soname test-c test-python test-python-versions test-python-asan catalogue test-install test-install-c test-cpp test-docs fuzz-smoke
+test-all: lint test-rust test-asan check-header check-soname test-c test-python test-python-versions test-python-asan catalogue conformance-check test-install test-install-c test-cpp test-docs fuzz-smoke
 
 # Every Python suite, then NumPy's own installed DLPack and array-interface
 # tests with dlbridge routed into the exchange (python_tests/peer_numpy).
@@ -121,6 +121,17 @@ catalogue: test-c venv
 catalogue-update: test-c venv
 	PYTHONPATH=python $(VPY) python_tests/bad_inputs.py > build/catalogue_py.md
 	bash .ci/catalogue.sh c_tests/build/catalogue_c.md build/catalogue_py.md > docs/bad-inputs.md
+
+# The DLPack conformance report of the pinned frameworks (dlbridge.check):
+# docs/conformance.md must match a fresh run; `make conformance` rewrites it.
+# (The checker exits 1 when a framework fails a check: that is the report.)
+CONFORMANCE := numpy torch jax tensorflow tvm_ffi dlbridge
+conformance: build venv
+	PYTHONPATH=python $(VPY) -m dlbridge.check $(CONFORMANCE) --markdown > docs/conformance.md; [ $$? -le 1 ]
+conformance-check: build venv
+	mkdir -p build
+	PYTHONPATH=python $(VPY) -m dlbridge.check $(CONFORMANCE) --markdown > build/conformance.md; [ $$? -le 1 ]
+	diff -u docs/conformance.md build/conformance.md && echo "docs/conformance.md matches the checker's report"
 
 # pip wheel . -> a fresh venv, used from outside the repository.
 test-install: venv

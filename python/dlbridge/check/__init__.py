@@ -44,12 +44,12 @@ def _battery(only: Optional[Iterable[str]]):
     return [c for c in CHECKS if keys is None or c.key in keys or c.role in keys]
 
 
-def run_in_process(framework: str, only: Optional[Iterable[str]] = None,
+def run_in_process(framework, only: Optional[Iterable[str]] = None,
                    emit: Optional[Callable[[dict], None]] = None) -> list:
-    """Runs the battery for one framework in this process."""
+    """Runs the battery for one framework (a name, or a `frameworks.Framework`) in this process."""
     from .checks import FAIL, NA, Outcome
-    from .frameworks import Unsupported, resolve
-    fw = resolve(framework)
+    from .frameworks import Framework, Unsupported, resolve
+    fw = framework if isinstance(framework, Framework) else resolve(framework)
     try:
         version = fw.version()
     except Exception as e:  # noqa: BLE001 - not importable
@@ -149,9 +149,22 @@ def table(results: list) -> str:
     return "\n".join(lines)
 
 
+LEGEND = """\
+Results: **pass**; **FAIL**, a rule of the DLPack spec broken in a way that
+corrupts, leaks, crashes or lets a consumer write read-only memory (each
+with a one-line reproducer: `python -m dlbridge.check FRAMEWORK --only CHECK`);
+**deviation**, something the spec allows or tolerates but users should know
+(a refusal, a legacy-only path, an exception other than BufferError); **n/a**,
+not applicable (the framework lacks the feature). Producer checks take the
+framework's CPU tensors through dlbridge, which validates every field;
+consumer checks hand the framework's `from_dlpack` hand-made capsules whose
+every release is counted, and dlbridge's own tensors.
+"""
+
+
 def markdown(results: list) -> str:
-    """The report as Markdown: one table per framework, then its deviations and failures in words."""
-    out = []
+    """The report as Markdown: a legend, then one table per framework."""
+    out = ["# DLPack conformance report", "", "Made by `python -m dlbridge.check --markdown`. " + LEGEND]
     by_framework: dict = {}
     for r in results:
         by_framework.setdefault((r.framework, r.version), []).append(r)

@@ -7,6 +7,7 @@ that calls a deleter twice is seen, not crashed."""
 from __future__ import annotations
 
 import ctypes
+import os
 from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int64, c_void_p, py_object
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -86,28 +87,45 @@ def read(capsule: Any) -> Fields:
 # ---- probes: hand-made capsules -------------------------------------------------------------------------
 
 _VOID_FN = CFUNCTYPE(None, c_void_p)
-#: address of a managed struct -> [probe, its ctypes objects]. Kept for the
-#: life of the process: a consumer that calls a deleter late (or twice)
-#: never touches freed memory, and every call is counted.
+
+
+class _Record:
+    """One hand-made managed tensor: its ctypes structs (kept for the life of
+    the process, so a late or second deleter call never touches freed
+    memory), the memory its data points into (let go at the first deleter
+    call), and the calls counted."""
+
+    __slots__ = ("structs", "memory", "deletes", "destructed", "always_delete", "abort_twice")
+
+    def __init__(self, structs, memory, always_delete, abort_twice):
+        self.structs, self.memory, self.deletes, self.destructed = structs, memory, 0, False
+        self.always_delete, self.abort_twice = always_delete, abort_twice
+
+
+#: address of a managed struct -> its record.
 _LIVE: dict = {}
 
 
 @_VOID_FN
 def _deleter(address):
-    entry = _LIVE.get(address)
-    if entry is not None:
-        entry[0].deleted(address)
+    record = _LIVE.get(address)
+    if record is not None:
+        record.deletes += 1
+        record.memory = None
+        if record.deletes > 1 and record.abort_twice:
+            os.abort()  # what a real double free does, for the checker's own tests
 
 
 @_VOID_FN
 def _destructor(capsule):
     cname = _get_name(capsule)
-    if cname in UNUSED:  # never consumed: the producer releases it
-        address = _get_pointer(capsule, cname)
-        entry = _LIVE.get(address)
-        if entry is not None:
-            entry[0].destructed(address)
-            _deleter(address)
+    address = _get_pointer(capsule, cname)
+    record = _LIVE.get(address)
+    if record is None:
+        return
+    if cname in UNUSED or record.always_delete:  # never consumed: the producer releases it
+        record.destructed = True
+        _deleter(address)
 
 
 # A capsule or a consumer's tensor may outlive this module (a framework
@@ -130,24 +148,27 @@ class Probe:
     strides (elements; the buffer then holds the elements where the
     strides put them), dtype (a DLPack (code, bits, lanes) triple),
     misalign (bytes added to the data address), keywords (False: a
-    TypeError for any keyword, as an old producer), null_data.
+    TypeError for any keyword, as an old producer), null_data. Two
+    deliberate bugs, for the checker's own tests: always_delete (the
+    capsule's destructor releases it even once consumed) and abort_twice
+    (a second release aborts the process, as a real double free would).
     """
 
     def __init__(self, array: np.ndarray, *, versioned: Optional[bool] = None, version=(1, 3), flags: int = 0,
                  byte_offset: int = 0, null_strides: bool = False, strides: Optional[tuple] = None,
                  dtype: Optional[tuple] = None, misalign: int = 0, keywords: bool = True, null_data: bool = False,
-                 device=(1, 0)):
+                 device=(1, 0), always_delete: bool = False, abort_twice: bool = False):
         from .._tensor import dtype_of  # the library's dtype table
         # A class of its own: consumers that learn per type (dlbridge does)
         # must not carry what one probe taught them over to the next.
-        self.__class__ = type("Probe", (Probe,), {})
+        self.__class__ = type(type(self).__name__, (type(self),), {})
         self.array = np.asarray(array)
         self.versioned, self.version, self.flags = versioned, version, flags
         self.byte_offset, self.null_strides, self.misalign = byte_offset, null_strides, misalign
         self.keywords, self.null_data, self.device = keywords, null_data, device
+        self.always_delete, self.abort_twice = always_delete, abort_twice
         self.calls: list = []
-        self.deletes: dict = {}
-        self.destructions = 0
+        self.records: list = []
         a = self.array
         if dtype is None:
             d = dtype_of(a.dtype.name)
@@ -214,17 +235,13 @@ class Probe:
             key = b"dltensor"
         m.dl_tensor = dl
         address = ctypes.addressof(m)
-        _LIVE[address] = [self, m, shape, strides]
-        self.deletes[address] = 0
+        record = _Record((m, shape, strides), self.buffer, self.always_delete, self.abort_twice)
+        _LIVE[address] = record
+        self.records.append(record)
         return _new(address, ctypes.addressof(_NAMES[key]), ctypes.cast(_destructor, c_void_p).value)
 
-    def deleted(self, address):
-        self.deletes[address] = self.deletes.get(address, 0) + 1
-
-    def destructed(self, address):
-        self.destructions += 1
-
     def delete_counts(self) -> list:
-        return list(self.deletes.values())
+        """How many times each capsule handed out so far was released."""
+        return [r.deletes for r in self.records]
 
 

@@ -80,8 +80,9 @@ def sample(name: str, shape=(3, 4)) -> np.ndarray:
 
 
 def same(got, want: np.ndarray) -> bool:
+    """Same shape, element type and bytes (in row-major order)."""
     got = np.asarray(got)
-    return got.shape == want.shape and got.dtype.itemsize == want.dtype.itemsize and (
+    return got.shape == want.shape and got.dtype == want.dtype and (
         np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes())
 
 
@@ -455,7 +456,6 @@ def _import_check(fw, p: Probe, want: np.ndarray) -> Outcome:
     try:
         values = fw.to_numpy(y)
     except Exception as e:  # noqa: BLE001 - imported, but not readable back here
-        del y
         return Outcome(NA, f"imported, not readable back ({_error(e)})")
     if not same(values, want):
         problems.append("wrong values")

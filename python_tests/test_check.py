@@ -1,0 +1,112 @@
+"""dlbridge.check, the DLPack conformance checker: every check passes on
+dlbridge itself and on a correct toy, and fails on a toy broken the way
+the check is about (_check_toys.py), so no check can only pass. The
+child-process runner reports a crash (a real double free) and a hang, and
+the rest of the battery goes on."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dlbridge.check import checks, run, run_in_process
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _check_toys as toys  # noqa: E402
+
+# check -> the toy bug that must make it fail
+PRODUCER_BUGS = {
+    "producer.device": "device",
+    "producer.unasked-is-legacy": "always-versioned",
+    "producer.versioned": "major-2",
+    "producer.old-max-version": "always-versioned",
+    "producer.dtypes": "wrong-strides",
+    "producer.views": "wrong-strides",
+    "producer.shapes": "wrong-strides",
+    "producer.copy": "none",  # probes ignore `copy`: the same memory, no IS_COPIED
+    "producer.dl-device": "dl-device-refused",
+    "producer.read-only": "none",  # a read-only producer whose capsule has no READ_ONLY
+    "producer.unconsumed": "leak",
+    "producer.round-trips": "grows-refcount",
+    "producer.exchange-api": "bad-exchange-api",
+}
+CONSUMER_BUGS = {
+    "consumer.asks": "stream-0",
+    "consumer.versioned": "no-rename",
+    "consumer.legacy": "release-twice",
+    "consumer.fallback": "never-release",
+    "consumer.byte-offset": "ignore-byte-offset",
+    "consumer.null-strides": "null-strides-as-zeros",
+    "consumer.strides": "ignore-strides",
+    "consumer.shapes": "0d-as-1d",
+    "consumer.dtypes": "wrong-dtype",
+    "consumer.read-only": "ignore-read-only",
+    "consumer.major-version": "accept-major-2",
+    "consumer.alignment": "align-down",
+    "consumer.dlbridge-exports": "never-release",
+    "consumer.memory": "release-twice",
+}
+IN_CHILD = {"producer.consume-once": "double_free"}  # a real double free: only a child process survives it
+
+
+def test_every_check_has_a_toy_that_fails_it():
+    keys = {c.key for c in checks.CHECKS}
+    assert keys == set(PRODUCER_BUGS) | set(CONSUMER_BUGS) | set(IN_CHILD)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return {r.check: r for r in run_in_process("dlbridge")}
+
+
+@pytest.mark.parametrize("key", sorted(PRODUCER_BUGS))
+def test_producer_check_passes_on_dlbridge_and_fails_on_its_toy(key, reference):
+    assert reference[key].status == "pass", reference[key]
+    (broken,) = run_in_process(toys.ToyProducer(PRODUCER_BUGS[key]), [key])
+    assert broken.status == "FAIL", broken
+
+
+@pytest.mark.parametrize("key", sorted(CONSUMER_BUGS))
+def test_consumer_check_passes_on_a_correct_toy_and_fails_on_a_broken_one(key, reference):
+    assert reference[key].status == "pass", reference[key]
+    (good,) = run_in_process(toys.ToyConsumer("none"), [key])
+    assert good.status == "pass", good
+    (broken,) = run_in_process(toys.ToyConsumer(CONSUMER_BUGS[key]), [key])
+    assert broken.status == "FAIL", broken
+
+
+def _env():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([here] + sys.path))
+
+
+def test_a_crash_is_reported_and_the_battery_goes_on(reference, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    results = run(["_check_toys:double_free"], only=["producer.device", "producer.consume-once", "producer.copy"])
+    by = {r.check: r for r in results}
+    assert reference["producer.consume-once"].status == "pass"
+    assert by["producer.consume-once"].status == "FAIL" and "crashed" in by["producer.consume-once"].detail
+    assert by["producer.device"].status == "pass" and by["producer.copy"].status == "FAIL"  # ran in a new child
+    assert by["producer.consume-once"].repro.startswith("python -m dlbridge.check _check_toys:double_free --only")
+
+
+def test_a_hang_is_cut_at_the_time_limit(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    (r,) = run(["_check_toys:hang"], only=["producer.device"], timeout=3)
+    assert r.status == "FAIL" and "ran past 3 s" in r.detail
+
+
+def test_the_command_line_prints_json_and_markdown():
+    command = [sys.executable, "-m", "dlbridge.check", "dlbridge", "--only", "producer.device", "consumer.asks"]
+    done = subprocess.run(command + ["--json"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["check"] for r in results] == ["producer.device", "consumer.asks"]
+    assert all(r["status"] == "pass" for r in results)
+    done = subprocess.run(command + ["--markdown"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert "| `producer.device` | pass |" in done.stdout
+    done = subprocess.run(command[:4] + ["_check_toys:double_free", "--only", "producer.copy"], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "reproduce: python -m dlbridge.check" in done.stdout
