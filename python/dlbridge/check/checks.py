@@ -183,15 +183,17 @@ def _(fw):
     return Outcome(PASS) if got == "dltensor" else Outcome(FAIL, f"expected \"dltensor\", got {got!r}")
 
 
-@check("producer", "dtypes", "every dtype's values arrive intact through dlbridge (which validates the capsule)")
-def _(fw):
+def _exported_cases(cases: dict) -> Outcome:
+    """Each case (name -> (make, want)): the object `make()` returns goes
+    through its own capsule into dlbridge and must hold `want`'s values.
+    `make` raising Unsupported (or ValueError) is "not made", the producer
+    raising is "refused", anything dlbridge finds malformed or wrong FAILs."""
     failed, refused, unsupported = [], [], []
-    for name in DTYPES:
-        a = sample(name)
+    for name, (make, want) in cases.items():
         try:
-            x = fw.make(a)
-        except Unsupported:
-            unsupported.append(name)
+            x = make()
+        except (Unsupported, ValueError) as e:
+            unsupported.append(f"{name} ({_error(e)})" if str(e) else name)
             continue
         try:
             got = exported(x)
@@ -201,9 +203,15 @@ def _(fw):
         except Exception as e:  # noqa: BLE001 - a capsule dlbridge finds malformed
             failed.append(f"{name} ({_error(e)})")
             continue
-        if not same(got, a):
+        if not same(got, want):
             failed.append(name)
     return summary(failed, refused, unsupported)
+
+
+@check("producer", "dtypes", "every dtype's values arrive intact through dlbridge (which validates the capsule)")
+def _(fw):
+    samples = {name: sample(name) for name in DTYPES}
+    return _exported_cases({name: (lambda a=a: fw.make(a), a) for name, a in samples.items()})
 
 
 @check("producer", "views", "strided views (transposed, stepped, reversed) arrive with the right values")
@@ -211,19 +219,7 @@ def _(fw):
     views = fw.views(SAMPLE)
     if not views:
         return Outcome(NA, "no strided views")
-    failed, refused = [], []
-    for name, (x, want) in views.items():
-        try:
-            got = exported(x)
-        except Refused as e:
-            refused.append(f"{name} {e}")
-            continue
-        except Exception as e:  # noqa: BLE001
-            failed.append(f"{name} ({_error(e)})")
-            continue
-        if not same(got, want):
-            failed.append(name)
-    return summary(failed, refused, [])
+    return _exported_cases({name: (lambda x=x: x, want) for name, (x, want) in views.items()})
 
 
 def _shapes():
@@ -233,24 +229,7 @@ def _shapes():
 
 @check("producer", "shapes", "0-d, size-0 and 64-d tensors arrive intact")
 def _(fw):
-    failed, refused, unsupported = [], [], []
-    for name, a in _shapes().items():
-        try:
-            x = fw.make(a)
-        except (Unsupported, ValueError) as e:
-            unsupported.append(f"{name} ({_error(e)})")
-            continue
-        try:
-            got = exported(x)
-        except Refused as e:
-            refused.append(f"{name} {e}")
-            continue
-        except Exception as e:  # noqa: BLE001
-            failed.append(f"{name} ({_error(e)})")
-            continue
-        if not same(got, a):
-            failed.append(name)
-    return summary(failed, refused, unsupported)
+    return _exported_cases({name: (lambda a=a: fw.make(a), a) for name, a in _shapes().items()})
 
 
 @check("producer", "copy", "copy=True sets IS_COPIED on new memory; copy=False shares the memory")
