@@ -102,6 +102,8 @@ GPU_PYTHON ?= python3
 test-gpu:
 	$(MAKE) -C c_tests gpu
 	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -s -p no:cacheprovider python_tests/test_cuda.py
+	PYTHONPATH=python $(GPU_PYTHON) -m pytest -q -rs -p no:cacheprovider python_tests/test_check.py -k stream_order
+	PYTHONPATH=python $(GPU_PYTHON) -m dlbridge.check cupy; [ $$? -le 1 ]
 	PYTHONPATH=python $(GPU_PYTHON) benches/gpu_transfers.py
 
 # Every benchmark against its peers (tvm-ffi, torch, numpy, jax, ml_dtypes); writes BENCHMARKS.md.

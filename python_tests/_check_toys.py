@@ -61,12 +61,18 @@ class ToyProducer(Framework):
             return _Hoarder(a)
         if bug == "bad-exchange-api":
             return _BadTable(a)
+        if bug == "refuses-stream-none":
+            return _RefusesStream(a)
         if bug == "double-free":
             return self.probe(a, always_delete=True, abort_twice=True)
         return self.probe(a)
 
     def readonly(self, a):
         return self.probe(a, versioned=True)  # no READ_ONLY flag
+
+    def big_endian(self, a):
+        swapped = a.astype(a.dtype.newbyteorder(">"))
+        return self.probe(swapped.view(a.dtype))  # the other order's bytes, described as native
 
     def views(self, a):
         if self.bug != "wrong-strides":
@@ -81,6 +87,13 @@ class _RefusesDevice(Probe):
     def __dlpack__(self, **kwargs):
         if kwargs.get("dl_device") is not None:
             raise BufferError("cannot export to the device it is on")
+        return super().__dlpack__(**kwargs)
+
+
+class _RefusesStream(Probe):
+    def __dlpack__(self, **kwargs):
+        if "stream" in kwargs:
+            raise BufferError("no stream, please")
         return super().__dlpack__(**kwargs)
 
 
@@ -118,7 +131,8 @@ _USED = {"dltensor": ctypes.create_string_buffer(b"used_dltensor"),
 _TYPES = {(0, 8): np.int8, (0, 16): np.int16, (0, 32): np.int32, (0, 64): np.int64, (1, 8): np.uint8,
           (1, 16): np.uint16, (1, 32): np.uint32, (1, 64): np.uint64, (2, 16): np.float16, (2, 32): np.float32,
           (2, 64): np.float64, (4, 16): ml_dtypes.bfloat16, (5, 64): np.complex64, (5, 128): np.complex128,
-          (6, 8): np.bool_, (10, 8): ml_dtypes.float8_e4m3fn, (12, 8): ml_dtypes.float8_e5m2, (0, 4): ml_dtypes.int4}
+          (6, 8): np.bool_, (10, 8): ml_dtypes.float8_e4m3fn, (12, 8): ml_dtypes.float8_e5m2, (0, 4): ml_dtypes.int4,
+          (17, 4): ml_dtypes.float4_e2m1fn}
 
 
 def toy_from_dlpack(x, bugs=()):
@@ -132,13 +146,15 @@ def toy_from_dlpack(x, bugs=()):
         cap = x.__dlpack__(**kwargs)
     except TypeError:
         cap = x.__dlpack__()
-    fields = capsules.read(cap)
+    fields = capsules.read(cap, allow_used="accept-used" in bugs)
     if fields.versioned and fields.version[0] != 1:
         if "accept-major-2" not in bugs:
             raise BufferError(f"DLPack major version {fields.version[0]} is not 1")
         return np.zeros(1)
     address = capsules.pointer(cap, fields.name)
-    if "no-rename" not in bugs:
+    if fields.name.startswith("used_"):
+        fields.name = fields.name[len("used_"):]  # the bug: read as if unused
+    if "no-rename" not in bugs and not capsules.name(cap).startswith("used_"):
         _set_name(cap, ctypes.addressof(_USED[fields.name]))
     struct = (DLManagedTensorVersioned if fields.versioned else DLManagedTensor).from_address(address)
     deleter = struct.deleter

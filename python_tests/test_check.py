@@ -27,6 +27,8 @@ PRODUCER_BUGS = {
     "producer.shapes": "wrong-strides",
     "producer.copy": "none",  # probes ignore `copy`: the same memory, no IS_COPIED
     "producer.dl-device": "dl-device-refused",
+    "producer.stream": "refuses-stream-none",
+    "producer.byte-order": "none",  # the other order's bytes described as native
     "producer.read-only": "none",  # a read-only producer whose capsule has no READ_ONLY
     "producer.unconsumed": "leak",
     "producer.round-trips": "grows-refcount",
@@ -43,17 +45,19 @@ CONSUMER_BUGS = {
     "consumer.shapes": "0d-as-1d",
     "consumer.dtypes": "wrong-dtype",
     "consumer.read-only": "ignore-read-only",
+    "consumer.used-capsule": "accept-used",
     "consumer.major-version": "accept-major-2",
     "consumer.alignment": "align-down",
     "consumer.dlbridge-exports": "never-release",
     "consumer.memory": "release-twice",
 }
 IN_CHILD = {"producer.consume-once": "double_free"}  # a real double free: only a child process survives it
+ON_GPU = {"producer.stream-order"}  # CUDA memory: the toy and the check run on a GPU machine (make test-gpu)
 
 
 def test_every_check_has_a_toy_that_fails_it():
     keys = {c.key for c in checks.CHECKS}
-    assert keys == set(PRODUCER_BUGS) | set(CONSUMER_BUGS) | set(IN_CHILD)
+    assert keys == set(PRODUCER_BUGS) | set(CONSUMER_BUGS) | set(IN_CHILD) | ON_GPU
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,36 @@ def test_the_command_line_prints_json_and_markdown():
     done = subprocess.run(command[:4] + ["_check_toys:double_free", "--only", "producer.copy"], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "reproduce: python -m dlbridge.check" in done.stdout
+
+
+def _gpu():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(not _gpu(), reason="no CUDA device and CuPy here; run `make test-gpu` on a GPU machine")
+def test_stream_order_passes_on_cupy_and_fails_on_a_producer_that_ignores_the_stream():
+    from dlbridge.check.frameworks import CuPy
+
+    class IgnoresStream(CuPy):
+        name = "toy-cupy[ignores-stream]"
+
+        def pending(self, n):
+            x, stream, value = super().pending(n)
+
+            class Unordered:  # hands the memory over without ordering its stream's work
+                def __dlpack__(self, **kwargs):
+                    return x.__dlpack__(max_version=kwargs.get("max_version"), stream=-1)
+
+                def __dlpack_device__(self):
+                    return x.__dlpack_device__()
+
+            return Unordered(), stream, value
+
+    (good,) = run_in_process("cupy", ["producer.stream-order"])
+    assert good.status == "pass", good
+    (broken,) = run_in_process(IgnoresStream(), ["producer.stream-order"])
+    assert broken.status == "FAIL", broken

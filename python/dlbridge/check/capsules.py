@@ -25,8 +25,9 @@ READ_ONLY, IS_COPIED, IS_SUBBYTE_TYPE_PADDED = 1, 2, 4
 _get_name = ctypes.PYFUNCTYPE(c_char_p, c_void_p)(("PyCapsule_GetName", ctypes.pythonapi))
 _get_pointer = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_char_p)(("PyCapsule_GetPointer", ctypes.pythonapi))
 _new = ctypes.PYFUNCTYPE(py_object, c_void_p, c_void_p, c_void_p)(("PyCapsule_New", ctypes.pythonapi))
+_set_name = ctypes.PYFUNCTYPE(ctypes.c_int, c_void_p, c_void_p)(("PyCapsule_SetName", ctypes.pythonapi))
 # The capsule names must outlive every capsule: module-level buffers.
-_NAMES = {name: ctypes.create_string_buffer(name) for name in UNUSED + (b"probe",)}
+_NAMES = {name: ctypes.create_string_buffer(name) for name in UNUSED + USED + (b"probe",)}
 _capsule_type = type(_new(1, ctypes.addressof(_NAMES[b"probe"]), None))
 
 
@@ -62,13 +63,22 @@ class Fields:
     byte_offset: int
 
 
-def read(capsule: Any) -> Fields:
-    """The fields of an unconsumed DLPack capsule."""
+def consume(capsule: Any) -> None:
+    """Consumes a probe's capsule as a consumer would (renamed, then released at once)."""
     cname = name(capsule)
-    if cname not in ("dltensor", "dltensor_versioned"):
+    address = pointer(capsule, cname)
+    _set_name(ctypes.c_void_p(id(capsule)), ctypes.addressof(_NAMES[b"used_" + cname.encode()]))
+    _deleter(address)
+
+
+def read(capsule: Any, allow_used: bool = False) -> Fields:
+    """The fields of an unconsumed DLPack capsule (or, with allow_used, a consumed one)."""
+    cname = name(capsule)
+    if cname not in ("dltensor", "dltensor_versioned") and not (allow_used and cname in ("used_dltensor",
+                                                                                        "used_dltensor_versioned")):
         raise ValueError(f"not an unconsumed DLPack capsule: {cname!r}")
     address = _get_pointer(ctypes.c_void_p(id(capsule)), cname.encode())
-    versioned = cname == "dltensor_versioned"
+    versioned = cname.endswith("dltensor_versioned")
     if versioned:
         m = DLManagedTensorVersioned.from_address(address)
         version, flags, dl = (m.version.major, m.version.minor), m.flags, m.dl_tensor

@@ -9,7 +9,6 @@ never, a leak or a crash is a FAIL."""
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -57,7 +56,9 @@ def check(role: str, ident: str, title: str):
 
 SAMPLE = np.arange(12, dtype=np.float32).reshape(3, 4)
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "bfloat16",
-          "float32", "float64", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "int4"]
+          "float32", "float64", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "int4", "float4_e2m1fn"]
+#: Sub-byte types: one element per byte in NumPy, so IS_SUBBYTE_TYPE_PADDED in DLPack.
+SUBBYTE = ("int4", "float4_e2m1fn")
 
 
 def sample(name: str, shape=(3, 4)) -> np.ndarray:
@@ -70,6 +71,8 @@ def sample(name: str, shape=(3, 4)) -> np.ndarray:
         values = np.arange(n) * 7 % 250
     elif name == "int4":
         values = np.arange(n) % 16 - 8
+    elif name == "float4_e2m1fn":
+        values = np.resize([0, 0.5, -1, 1.5, 2, -3, 4, 6], n)
     elif name.startswith(("int", "float8")):
         values = np.arange(n) % 20 - 9
     elif name.startswith("complex"):
@@ -97,7 +100,11 @@ def versioned_capsule(x):
 def through_dlbridge(x) -> np.ndarray:
     """`x`'s values as dlbridge imports them (every field validated)."""
     t = dlbridge.from_dlpack(x)
-    return np.array(t.to_device("cpu") if t.device != "cpu" else t, copy=True)
+    if t.device != "cpu":
+        t = t.to_device("cpu")
+    if t.dtype in SUBBYTE and not t.is_padded:
+        t = t.repack(True)  # packed (DLPack's default for sub-byte types): one element per byte, as NumPy holds them
+    return np.array(t, copy=True)
 
 
 class Refused(Exception):
@@ -113,11 +120,6 @@ def exported(x) -> np.ndarray:
         kind = "" if isinstance(e, BufferError) else ", not BufferError"
         raise Refused(f"({_error(e)}{kind})") from None
     return through_dlbridge(cap)
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def summary(failed: list, refused: list, unsupported: list) -> Outcome:
@@ -139,12 +141,13 @@ def _error(e: BaseException) -> str:
 
 # ---- producer checks -------------------------------------------------------------------------------------
 
-@check("producer", "device", "__dlpack_device__() of a CPU tensor is (1, 0), two ints")
+@check("producer", "device", "__dlpack_device__() is a tuple of two ints naming where the tensor is")
 def _(fw):
     d = fw.make(SAMPLE).__dlpack_device__()
-    if isinstance(d, tuple) and len(d) == 2 and all(isinstance(v, int) for v in d) and tuple(map(int, d)) == (1, 0):
+    ok = isinstance(d, tuple) and len(d) == 2 and all(isinstance(v, int) for v in d)
+    if ok and tuple(map(int, d)) == fw.device:
         return Outcome(PASS)
-    return Outcome(FAIL, f"expected (1, 0), got {d!r}")
+    return Outcome(FAIL, f"expected {fw.device}, got {d!r}")
 
 
 @check("producer", "unasked-is-legacy", "__dlpack__() without max_version gives a legacy \"dltensor\" capsule")
@@ -257,15 +260,61 @@ def _(fw):
     return Outcome(FAIL, "; ".join(problems)) if problems else Outcome(PASS)
 
 
-@check("producer", "dl-device", "dl_device=(1, 0) is accepted for a CPU tensor")
+@check("producer", "dl-device", "dl_device naming the tensor's own device is accepted")
 def _(fw):
     try:
-        cap = fw.make(SAMPLE).__dlpack__(max_version=(1, 3), dl_device=(1, 0))
+        cap = fw.make(SAMPLE).__dlpack__(max_version=(1, 3), dl_device=fw.device)
     except TypeError as e:
         return Outcome(DEVIATION, f"no dl_device keyword ({_error(e)})")
     except BufferError as e:
         return Outcome(FAIL, f"refused its own device: {_error(e)}")
-    return Outcome(PASS) if capsules.read(cap).device == (1, 0) else Outcome(FAIL, "not CPU memory")
+    got = capsules.read(cap).device
+    return Outcome(PASS) if got == fw.device else Outcome(FAIL, f"memory on {got}, not {fw.device}")
+
+
+@check("producer", "stream", "stream=None is accepted for CPU memory; a CUDA stream is not")
+def _(fw):
+    if fw.device != (1, 0):
+        return Outcome(NA, "not CPU memory (see producer.stream-order)")
+    x = fw.make(SAMPLE)
+    try:
+        x.__dlpack__(max_version=(1, 3), stream=None)
+    except TypeError as e:
+        return Outcome(DEVIATION, f"no stream keyword ({_error(e)})")
+    except BufferError as e:
+        return Outcome(FAIL, f"refused stream=None ({_error(e)})")
+    try:
+        x.__dlpack__(max_version=(1, 3), stream=1)
+    except Exception:  # noqa: BLE001 - the refusal the spec asks for
+        return Outcome(PASS)
+    return Outcome(DEVIATION, "accepts stream=1 for CPU memory (only None is valid)")
+
+
+@check("producer", "stream-order", "CUDA: work still queued on the producer's stream is done before dlbridge reads")
+def _(fw):
+    if fw.device[0] != 2:
+        return Outcome(NA, "not CUDA memory")
+    n = 1 << 24
+    x, context, value = fw.pending(n)  # a tensor whose last writes are still queued on a side stream
+    with context:
+        t = dlbridge.from_dlpack(x)  # asks stream=1: the producer orders its work before the legacy stream
+    got = np.asarray(t.to_device("cpu"))
+    wrong = int(np.count_nonzero(got != value))
+    return Outcome(PASS) if wrong == 0 else Outcome(FAIL, f"{wrong} of {n} elements read before the producer's work was done")
+
+
+@check("producer", "byte-order", "data in the other byte order is refused or swapped, never exported as native")
+def _(fw):
+    try:
+        x = fw.big_endian(SAMPLE)
+    except Unsupported as e:
+        return Outcome(NA, str(e))
+    try:
+        got = exported(x)
+    except Refused as e:
+        return Outcome(PASS, f"refused {e}")
+    return Outcome(PASS, "swapped into a native copy") if same(got, SAMPLE) else Outcome(
+        FAIL, "exported with its bytes in the other order, read as native")
 
 
 @check("producer", "read-only", "a read-only array says READ_ONLY (or is refused)")
@@ -301,14 +350,14 @@ def _(fw):
     return Outcome(PASS, f"renamed {renamed!r}")
 
 
-def _growth(make_and_drop, rounds: int) -> int:
+def _growth(fw, make_and_drop, rounds: int) -> int:
     make_and_drop()
     gc.collect()
-    before = rss()
+    before = fw.memory()
     for _ in range(rounds):
         make_and_drop()
     gc.collect()
-    return rss() - before
+    return fw.memory() - before
 
 
 LEAK_LIMIT = 64 << 20  # of the 256 MiB that 1000 leaked 256 KiB tensors would hold
@@ -321,7 +370,7 @@ def _(fw):
     def once():
         versioned_capsule(fw.make(a))
 
-    grew = _growth(once, 1000)
+    grew = _growth(fw, once, 1000)
     return Outcome(PASS) if grew < LEAK_LIMIT else Outcome(FAIL, f"memory grew {grew >> 20} MiB")
 
 
@@ -335,7 +384,7 @@ def _(fw):
         dlbridge.from_dlpack(fw.make(a))
         dlbridge.from_dlpack(x)
 
-    grew = _growth(once, 1000)
+    grew = _growth(fw, once, 1000)
     problems = []
     if sys.getrefcount(x) != refs:
         problems.append(f"refcount {refs} -> {sys.getrefcount(x)}")
@@ -406,6 +455,8 @@ def consumer(ident: str, title: str):
         def run(fw):
             if fw.consume is None:
                 return Outcome(NA, "no consumer side")
+            if fw.device != (1, 0) and ident != "dlbridge-exports":
+                return Outcome(NA, "the probes are CPU memory")
             return fn(fw)
         CHECKS.append(Check("consumer", ident, title, run))
         return fn
@@ -516,9 +567,32 @@ def _(fw):
     cases = {}
     for name in DTYPES:
         a = sample(name)
-        flags = capsules.IS_SUBBYTE_TYPE_PADDED if name == "int4" else 0
+        flags = capsules.IS_SUBBYTE_TYPE_PADDED if name in SUBBYTE else 0
         cases[name] = (Probe(a, flags=flags), a)
     return _cases(fw, cases)
+
+
+@consumer("used-capsule", "a capsule already consumed is refused, never read or released again")
+def _(fw):
+    p = Probe(SAMPLE)
+    held = [p.capsule(True)]
+    capsules.consume(held[0])  # as a first consumer would: renamed and released
+
+    class Consumed:
+        def __dlpack__(self, **kwargs):
+            return held[0]
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    y, _ = _imported(fw, Consumed())
+    held.clear()
+    gc.collect()
+    if not isinstance(y, BaseException):
+        del y
+        return Outcome(FAIL, "imported a capsule already consumed")
+    counts = p.delete_counts()
+    return Outcome(PASS) if counts == [1] else Outcome(FAIL, f"released {counts[0]} times in all")
 
 
 @consumer("read-only", "a READ_ONLY capsule does not become a writable view")
@@ -562,6 +636,8 @@ def _(fw):
 def _(fw):
     base = dlbridge.live_tensor_count()
     t = dlbridge.asarray(SAMPLE.copy())
+    if fw.device != (1, 0):
+        t = t.to_device(fw.device)
     try:
         y = _consume(fw, t)
     except Exception as e:  # noqa: BLE001

@@ -8,6 +8,7 @@ and, for the consumer side, "module:constructor:from_dlpack" or
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -27,6 +28,8 @@ class Framework:
 
     name = "?"
     module_name = ""
+    #: Where its tensors are: (DLPack device type, id).
+    device = (1, 0)
 
     def version(self) -> str:
         module = importlib.import_module(self.module_name)
@@ -45,6 +48,20 @@ class Framework:
 
     def views(self, a: np.ndarray) -> dict:
         return {}
+
+    def memory(self) -> int:
+        """Memory in use (bytes) where its tensors live: the process's resident size for the CPU."""
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def pending(self, n: int):
+        """CUDA frameworks: (a tensor of n float32 ones whose last writes are still
+        queued on a side stream, the context that makes that stream current, 1.0)."""
+        raise Unsupported(f"{self.name} has no streams")
+
+    def big_endian(self, a: np.ndarray) -> Any:
+        """A producer of `a`'s values stored in the other byte order."""
+        raise Unsupported(f"{self.name} has no data in the other byte order")
 
     def writable(self, y: Any) -> bool:
         """Whether writing through the imported array `y` would change the producer's memory."""
@@ -72,6 +89,9 @@ class NumPy(Framework):
     def views(self, a):
         b = _numpy_like(a)
         return {"transposed": (b.T, a.T), "stepped": (b[::2], a[::2]), "reversed": (b[::-1], a[::-1])}
+
+    def big_endian(self, a):
+        return a.astype(a.dtype.newbyteorder(">"))
 
 
 class Torch(Framework):
@@ -194,6 +214,48 @@ class TvmFfi(Framework):
         return True
 
 
+class CuPy(Framework):
+    """CuPy on CUDA device 0 (a GPU machine): producer checks and dlbridge's
+    tensors as the consumer side (the probes are CPU memory)."""
+
+    name, module_name = "cupy", "cupy"
+    device = (2, 0)
+
+    def make(self, a):
+        import cupy
+        try:
+            return cupy.asarray(_numpy_like(a))
+        except (TypeError, ValueError) as e:
+            raise Unsupported(str(e)) from None
+
+    def consume(self, x):
+        import cupy
+        return cupy.from_dlpack(x)
+
+    def to_numpy(self, y):
+        import cupy
+        return cupy.asnumpy(y)
+
+    def views(self, a):
+        b = self.make(a)
+        return {"transposed": (b.T, a.T), "stepped": (b[::2], a[::2]), "reversed": (b[::-1], a[::-1])}
+
+    def memory(self):
+        import cupy
+        cupy.get_default_memory_pool().free_all_blocks()
+        return cupy.get_default_memory_pool().used_bytes()
+
+    def pending(self, n):
+        import cupy
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            x = cupy.zeros(n, dtype=cupy.float32)
+            for _ in range(40):
+                x += 1.0 / 40
+            x[...] = cupy.rint(x)  # 1.0 once every write has landed
+        return x, stream, 1.0
+
+
 class DLBridge(Framework):
     """dlbridge itself, as a framework under test (the reference)."""
 
@@ -221,6 +283,10 @@ class DLBridge(Framework):
         b = _numpy_like(a)
         return {"transposed": (dlbridge.asarray(b.T), a.T), "reversed": (dlbridge.asarray(b[::-1]), a[::-1])}
 
+    def big_endian(self, a):
+        import dlbridge
+        return dlbridge.asarray(a.astype(a.dtype.newbyteorder(">")))
+
     def writable(self, y):
         return not y.readonly
 
@@ -247,7 +313,15 @@ class Custom(Framework):
         return self._make(_numpy_like(a))
 
 
-BUILT_IN = {f.name: f for f in (NumPy, Torch, Jax, TensorFlow, TvmFfi, DLBridge)}
+BUILT_IN = {f.name: f for f in (NumPy, Torch, Jax, TensorFlow, TvmFfi, CuPy, DLBridge)}
+
+
+def _has_gpu() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, no device
+        return False
 
 
 def resolve(name: str) -> Framework:
@@ -268,5 +342,7 @@ def installed() -> list:
             importlib.import_module(cls.module_name)
         except Exception:  # noqa: BLE001 - any import failure means absent
             continue
+        if cls.device[0] != 1 and not _has_gpu():
+            continue  # CuPy without a GPU
         found.append(name)
     return found
