@@ -23,7 +23,7 @@ if apt-get update -qq -o Dir::Etc::sourcelist="$list" -o Dir::Etc::sourceparts=-
    dpkg-deb -x "$tmp"/libcuda1_*.deb "$tmp/root"; then
   mkdir -p "$dest"
   cp -a "$tmp"/root/usr/lib/*/nvidia/current/libcuda.so* "$dest/"
-  echo "fetch_libcuda: $(ls "$dest")"
+  echo "fetch_libcuda: $(ls "$dest" | tr "\n" " ")"
 else
   echo "fetch_libcuda: could not fetch libcuda1 from Debian non-free: the real-driver test will skip"
 fi
