@@ -404,9 +404,14 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
             let call = Call::new(py, args, nargs, kwnames);
             let [stream, max_version, dl_device, copy] = call.bind(py, &DLPACK)?;
             let copy = args::copy_flag(py, copy)?;
-            if let Some(consumer) = args::stream(py, stream, t.device())? {
-                handoff(py, t, consumer as usize)?;
-            }
+            let consumer = args::stream(py, stream, t.device())?;
+            // The consumer's stream goes with the memory it gets (a copy's, when one is made).
+            let export = |py: Py<'_>, tensor: Tensor, versioned: bool| {
+                if let Some(consumer) = consumer {
+                    handoff(py, &tensor, consumer as usize)?;
+                }
+                capsule::export(py, tensor, versioned)
+            };
             let versioned = match max_version.filter(|v| !py.is_none(*v)) {
                 None => false,
                 Some(v) => {
@@ -426,11 +431,11 @@ unsafe extern "C" fn dlpack(o: Obj, args: *const Obj, nargs: isize, kwnames: Obj
                             format!("exporting to device {} needs a copy, and copy=False forbids it", pair(target));
                         return Err(py.raise(Exc::Buffer, &message));
                     }
-                    return capsule::export(py, moved(py, t, target, "export")?, versioned);
+                    return export(py, moved(py, t, target, "export")?, versioned);
                 }
             }
             let tensor = if copy == Some(true) { py.ok(py.without_gil(|| copy::duplicate(t)))? } else { t.clone() };
-            capsule::export(py, tensor, versioned)
+            export(py, tensor, versioned)
         })
     }
 }
