@@ -147,3 +147,14 @@ def test_stream_order_passes_on_cupy_and_fails_on_a_producer_that_ignores_the_st
     assert good.status == "pass", good
     (broken,) = run_in_process(IgnoresStream(), ["producer.stream-order"])
     assert broken.status == "FAIL", broken
+
+
+def test_a_framework_named_wrongly_is_an_error_at_once():
+    for args, words in ((["pytorch"], "unknown framework"), (["no_such_module_xyz:make"], "unknown framework"),
+                        (["dlbridge", "--only", "producer.nothing"], "unknown check")):
+        done = subprocess.run([sys.executable, "-m", "dlbridge.check", *args], env=_env(), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, "-m", "dlbridge.check", "--list"], env=_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == len(checks.CHECKS)

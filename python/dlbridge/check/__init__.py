@@ -83,8 +83,20 @@ def run(frameworks: Optional[Iterable[str]] = None, only: Optional[Iterable[str]
     """Runs the battery for each framework (all installed ones by default),
     each in a child process; a check that crashes or runs past `timeout`
     seconds is a FAIL saying so, and the rest go on in a new child."""
-    from .frameworks import installed
+    import importlib.util
+
+    from .frameworks import BUILT_IN, installed
     names = list(frameworks) if frameworks else installed()
+    for name in names:  # named wrongly: said at once, not once per check by a failing child
+        module = name.split(":")[0]
+        if name not in BUILT_IN and (":" not in name or importlib.util.find_spec(module) is None):
+            raise ValueError(f"unknown framework {name!r}: one of {', '.join(BUILT_IN)}, "
+                             "or module:constructor[:from_dlpack] with an importable module")
+    from .checks import CHECKS
+    known = {c.key for c in CHECKS} | {c.role for c in CHECKS}
+    unknown = sorted(set(only or ()) - known)
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(unknown)}: see `python -m dlbridge.check --list`")
     results = []
     for name in names:
         keys = [c.key for c in _battery(only)]

@@ -23,14 +23,23 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the report as Markdown")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a check may take (default 120)")
+    parser.add_argument("--list", action="store_true", help="list the checks and exit")
     args = parser.parse_args(argv)
+    if args.list:
+        from .checks import CHECKS
+        for c in CHECKS:
+            print(f"{c.key:28} {c.title}")
+        return 0
 
     def progress(framework, k, n, check):
         if sys.stderr.isatty():
             sys.stderr.write(f"\r\033[K[{framework}] {k}/{n} {check}")
             sys.stderr.flush()
 
-    results = run(args.frameworks or None, args.only, args.timeout, progress)
+    try:
+        results = run(args.frameworks or None, args.only, args.timeout, progress)
+    except ValueError as e:
+        parser.error(str(e))
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     if args.json:
