@@ -971,6 +971,30 @@ unsafe fn f32_to_bf16(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
     }
 }
 
+/// `n` contiguous bfloat16 bit patterns widened to float32 ones (a shift).
+///
+/// # Safety
+/// `src` readable for `n` u16 and `dst` writable for `n` u32 (any alignment).
+#[inline(always)]
+unsafe fn widen_bf16(src: *const u16, dst: *mut u32, n: usize) {
+    for i in 0..n {
+        // SAFETY: by contract; unaligned-safe.
+        unsafe { dst.add(i).write_unaligned(u32::from(src.add(i).read_unaligned()) << 16) };
+    }
+}
+
+/// The same loop compiled for AVX2 (eight at a time instead of the
+/// baseline's four: ml_dtypes' own loop is that wide).
+///
+/// # Safety
+/// As for [`widen_bf16`]; the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn widen_bf16_avx2(src: *const u16, dst: *mut u32, n: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { widen_bf16(src, dst, n) }
+}
+
 /// bfloat16 to float32: exact, a shift.
 ///
 /// # Safety
@@ -979,11 +1003,13 @@ unsafe fn bf16_to_f32(src: *const u8, stride: isize, n: usize, dst: *mut u8) {
     let dst = dst.cast::<u32>();
     if stride == 2 {
         let src = src.cast::<u16>();
-        for i in 0..n {
-            // SAFETY: by contract (contiguous row); unaligned-safe.
-            unsafe { dst.add(i).write_unaligned(u32::from(src.add(i).read_unaligned()) << 16) };
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: by contract (a contiguous row); AVX2 is present (checked).
+            return unsafe { widen_bf16_avx2(src, dst, n) };
         }
-        return;
+        // SAFETY: by contract (a contiguous row).
+        return unsafe { widen_bf16(src, dst, n) };
     }
     for i in 0..n {
         // SAFETY: by contract; unaligned-safe.
