@@ -192,9 +192,10 @@ pub(crate) fn is_capturing(stream: usize) -> bool {
 }
 
 /// The caller's current context and capture mode, put back on drop.
+/// (None: the mode was not changed.)
 struct Restore {
     previous: sys::CUcontext,
-    mode: sys::CUstreamCaptureMode,
+    mode: Option<sys::CUstreamCaptureMode>,
 }
 
 impl Drop for Restore {
@@ -202,7 +203,9 @@ impl Drop for Restore {
         quietly(|| {
             // SAFETY: the thread's own mode and context as they were.
             unsafe {
-                let _ = sys::cuThreadExchangeStreamCaptureMode(&raw mut self.mode);
+                if let Some(mode) = self.mode.as_mut() {
+                    let _ = sys::cuThreadExchangeStreamCaptureMode(mode);
+                }
                 let _ = result::ctx::set_current(self.previous);
             }
         });
@@ -220,7 +223,7 @@ pub(crate) fn on_device<T>(device: i32, body: impl FnOnce(u64) -> Result<T>) -> 
     unsafe { sys::cuThreadExchangeStreamCaptureMode(&raw mut mode) }
         .result()
         .map_err(|e| driver_error("cuThreadExchangeStreamCaptureMode", e))?;
-    let _restore = Restore { previous: previous.unwrap_or(std::ptr::null_mut()), mode };
+    let _restore = Restore { previous: previous.unwrap_or(std::ptr::null_mut()), mode: Some(mode) };
     // SAFETY: a retained primary context.
     unsafe { result::ctx::set_current(ctx) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
     body(generation)
@@ -260,22 +263,10 @@ pub(crate) fn with_context<T>(ctx: sys::CUcontext, body: impl FnOnce() -> Result
     if previous == ctx {
         return body();
     }
-    let _restore = Restore { previous, mode: current_mode() };
+    let _restore = Restore { previous, mode: None };
     // SAFETY: a context the driver gave for a live stream.
     unsafe { result::ctx::set_current(ctx) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
     body()
-}
-
-/// The thread's capture mode (read by exchanging it with itself).
-fn current_mode() -> sys::CUstreamCaptureMode {
-    let mut mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
-    // SAFETY: exchange and put back: the mode is unchanged.
-    unsafe {
-        let _ = sys::cuThreadExchangeStreamCaptureMode(&raw mut mode);
-        let mut back = mode;
-        let _ = sys::cuThreadExchangeStreamCaptureMode(&raw mut back);
-    }
-    mode
 }
 
 /// A new event without timing, in the current context.
@@ -312,15 +303,4 @@ pub(crate) fn order_from(waiter: usize, ctx: sys::CUcontext, signaller: usize) -
     // SAFETY: destroying after the wait is queued is allowed (released when done).
     unsafe { result::event::destroy(event) }.ok();
     waited.map_err(|e| driver_error("cuStreamWaitEvent", e))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn counting_devices_is_a_number_or_a_clear_error() {
-        match super::device_count() {
-            Ok(n) => println!("{n} device(s)"),
-            Err(e) => assert_eq!(e.kind(), crate::error::ErrorKind::CudaUnavailable, "{e}"),
-        }
-    }
 }

@@ -187,11 +187,7 @@ class Probe:
         item = a.dtype.itemsize
         if strides is None:
             strides = tuple(s // item for s in a.strides) if a.size else (1,) * a.ndim
-            self.strides = strides
-            source = a
-        else:
-            self.strides = tuple(strides)
-            source = None
+        self.strides = tuple(strides)
         # The buffer: byte_offset + misalign bytes first, then the elements
         # where the strides put them (lowest address first).
         lo = sum((d - 1) * s for d, s in zip(a.shape, self.strides) if s < 0 and d > 0) * item
@@ -203,7 +199,7 @@ class Probe:
         if a.size:
             target = np.ndarray(a.shape, a.dtype, buffer=self.buffer, offset=head - lo,
                                 strides=tuple(s * item for s in self.strides))
-            target[...] = a if source is None else source
+            target[...] = a
         self.data_address = base - byte_offset  # what `data` says; byte_offset moves it to the elements
 
     # the protocol ------------------------------------------------------------------------------------

@@ -415,12 +415,6 @@ def _(fw):
 
 # ---- consumer checks -------------------------------------------------------------------------------------
 
-def _consume(fw, producer):
-    if fw.consume is None:
-        raise Unsupported(f"{fw.name} has no consumer side")
-    return fw.consume(producer)
-
-
 def _imported(fw, p: Probe):
     """`fw.consume(p)` and the names of the capsules `p` handed out, read
     once the consumer returned (or raised): (result or exception, names).
@@ -436,7 +430,7 @@ def _imported(fw, p: Probe):
 
     p.capsule = keep
     try:
-        result = _consume(fw, p)
+        result = fw.consume(p)
     except Exception as e:  # noqa: BLE001 - the caller decides what a refusal means
         result = e
     finally:
@@ -466,7 +460,7 @@ def consumer(ident: str, title: str):
 @consumer("asks", "asks for max_version=(1, x) and passes no stream for CPU memory")
 def _(fw):
     p = Probe(SAMPLE)
-    y = _consume(fw, p)
+    y = fw.consume(p)
     del y
     kw = p.calls[0] if p.calls else {}
     detail = f"passed {kw}"
@@ -599,7 +593,7 @@ def _(fw):
 def _(fw):
     p = Probe(SAMPLE, flags=READ_ONLY)
     try:
-        y = _consume(fw, p)
+        y = fw.consume(p)
     except Exception as e:  # noqa: BLE001
         return Outcome(PASS, f"refused ({_error(e)})")
     values = fw.to_numpy(y)
@@ -639,7 +633,7 @@ def _(fw):
     if fw.device != (1, 0):
         t = t.to_device(fw.device)
     try:
-        y = _consume(fw, t)
+        y = fw.consume(t)
     except Exception as e:  # noqa: BLE001
         return Outcome(DEVIATION, f"refused ({_error(e)})")
     ok = same(fw.to_numpy(y), SAMPLE)
@@ -655,7 +649,7 @@ def _(fw):
     p = Probe(SAMPLE)
     for _ in range(1000):
         try:
-            y = _consume(fw, p)
+            y = fw.consume(p)
         except Exception as e:  # noqa: BLE001
             return Outcome(NA, f"refused ({_error(e)})")
         del y

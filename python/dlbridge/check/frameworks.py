@@ -302,10 +302,8 @@ class Custom(Framework):
         self.name, self.module_name = spec, parts[0]
         module = importlib.import_module(parts[0])
         self._make = getattr(module, parts[1]) if parts[1] else None
-        consumer = parts[2] if len(parts) == 3 else None
-        self._consume = getattr(module, consumer) if consumer else None
-        if self._consume is not None:
-            self.consume = self._consume
+        if len(parts) == 3 and parts[2]:
+            self.consume = getattr(module, parts[2])
 
     def make(self, a):
         if self._make is None:
