@@ -26,13 +26,18 @@ static const DLPackExchangeAPI *table_of(PyObject *x) {
   return api;
 }
 
+/* Both entry points take (x, n): x's table, or NULL with an exception set. */
+static const DLPackExchangeAPI *parse(PyObject *args, PyObject **x, long *n) {
+  if (!PyArg_ParseTuple(args, "Ol", x, n)) return NULL;
+  return table_of(*x);
+}
+
 /* round_trip(x, n) -> ns per export + import through x's table */
 static PyObject *round_trip(PyObject *self, PyObject *args) {
   (void)self;
   PyObject *x;
   long n;
-  if (!PyArg_ParseTuple(args, "Ol", &x, &n)) return NULL;
-  const DLPackExchangeAPI *api = table_of(x);
+  const DLPackExchangeAPI *api = parse(args, &x, &n);
   if (api == NULL) return NULL;
   double start = now_ns();
   for (long i = 0; i < n; i++) {
@@ -50,8 +55,7 @@ static PyObject *argument(PyObject *self, PyObject *args) {
   (void)self;
   PyObject *x;
   long n;
-  if (!PyArg_ParseTuple(args, "Ol", &x, &n)) return NULL;
-  const DLPackExchangeAPI *api = table_of(x);
+  const DLPackExchangeAPI *api = parse(args, &x, &n);
   if (api == NULL) return NULL;
   if (api->dltensor_from_py_object_no_sync == NULL) Py_RETURN_NONE;
   volatile int64_t sink = 0;
