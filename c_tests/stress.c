@@ -1,7 +1,10 @@
 /* Thread stress from C: 8 threads x N cycles of wrap / export / import /
- * retain / free, half of the handles freed by another thread. Afterwards
- * dlb_live_tensor_count() is 0 and every release callback ran exactly once.
- * Usage: stress [cycles per thread] (default 100000). */
+ * retain / free, half of the handles freed by another thread, in three
+ * waves of threads (each wave's threads exit and the next wave's take
+ * over their per-thread counters and free the handles they left). After
+ * each wave dlb_live_tensor_count() is exactly the number of handles left
+ * in the mailboxes; at the end it is 0 and every release callback ran
+ * exactly once. Usage: stress [cycles per thread] (default 100000). */
 #include "dlbridge.h"
 
 #include <pthread.h>
@@ -72,22 +75,32 @@ static void *work(void *arg) {
   return NULL;
 }
 
+#define WAVES 3
+
 int main(int argc, char **argv) {
   pthread_t threads[THREADS];
-  long i;
+  long i, wave, waiting;
   cycles = argc > 1 ? atol(argv[1]) : 100000;
   for (i = 0; i < THREADS; i++) pthread_mutex_init(&boxes[i].lock, NULL);
-  for (i = 0; i < THREADS; i++) pthread_create(&threads[i], NULL, work, (void *)i);
-  for (i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+  for (wave = 0; wave < WAVES; wave++) {
+    for (i = 0; i < THREADS; i++) pthread_create(&threads[i], NULL, work, (void *)i);
+    for (i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+    for (i = 0, waiting = 0; i < THREADS; i++) waiting += boxes[i].count;
+    if (dlb_live_tensor_count() != (size_t)waiting) {
+      printf("c_tests/stress: 0 passed, 1 failed (after wave %ld: %zu live, %ld handles held)\n", wave,
+             dlb_live_tensor_count(), waiting);
+      return 1;
+    }
+  }
   for (i = 0; i < THREADS; i++) {
     drain(&boxes[i]);
     pthread_mutex_destroy(&boxes[i].lock);
   }
-  if (dlb_live_tensor_count() != 0 || atomic_load(&released) != THREADS * cycles) {
+  if (dlb_live_tensor_count() != 0 || atomic_load(&released) != WAVES * THREADS * cycles) {
     printf("c_tests/stress: 0 passed, 1 failed (%zu live, %ld releases for %ld wraps)\n", dlb_live_tensor_count(),
-           atomic_load(&released), THREADS * cycles);
+           atomic_load(&released), WAVES * THREADS * cycles);
     return 1;
   }
-  printf("c_tests/stress (%d threads x %ld cycles): 1 passed, 0 failed\n", THREADS, cycles);
+  printf("c_tests/stress (%d waves of %d threads x %ld cycles): 1 passed, 0 failed\n", WAVES, THREADS, cycles);
   return 0;
 }

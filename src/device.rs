@@ -50,6 +50,19 @@ impl Device {
         Ok(Device(d))
     }
 
+    /// [`Device::new`] for devices with addresses ([`Device::has_addresses`]),
+    /// in a few instructions; None for every other device, valid or not.
+    #[inline(always)]
+    pub(crate) fn addressable(d: DLDevice) -> Option<Device> {
+        if d.device_id < 0 {
+            return None;
+        }
+        if d.device_type == Kind::CPU {
+            return Some(Device::CPU);
+        }
+        Some(Device(d)).filter(|device| device.has_addresses())
+    }
+
     /// A device asked for (to allocate or copy to): as [`Device::new`], and
     /// host memory must say device 0, as NumPy and CuPy require.
     pub fn target(d: DLDevice) -> Result<Device> {
@@ -87,6 +100,7 @@ impl Device {
     /// `data` is an address (not an opaque handle such as an OpenCL
     /// `cl_mem`), so a byte offset can be folded into it. Exports fold the
     /// offset for these devices (PyTorch and others ignore `byte_offset`).
+    #[inline]
     pub fn has_addresses(self) -> bool {
         matches!(
             self.kind(),

@@ -74,8 +74,18 @@ impl DType {
     /// whole bytes. Opaque handles (code 3) have no agreed meaning: refused.
     #[inline]
     pub fn new(dt: DLDataType) -> Result<DType> {
-        // The common scalar types in a few instructions: for codes 0..=6, the
-        // allowed power-of-two widths as a bit set over log2(bits).
+        match DType::common(dt) {
+            Some(dtype) => Ok(dtype),
+            None => DType::other(dt),
+        }
+    }
+
+    /// The common scalar types (int, uint, float, bfloat, complex, bool of
+    /// the power-of-two widths [`DType::new`] accepts, one lane) in a few
+    /// instructions; None for every other type, valid or not.
+    #[inline(always)]
+    pub(crate) fn common(dt: DLDataType) -> Option<DType> {
+        // For codes 0..=6, the allowed widths as a bit set over log2(bits).
         const SCALAR: [u8; 7] = [
             0b111_1110,  // int: 2, 4, 8, 16, 32, 64
             0b111_1110,  // uint
@@ -85,12 +95,16 @@ impl DType {
             0b1110_0000, // complex: 32, 64, 128
             0b000_1000,  // bool: 8
         ];
-        if dt.lanes == 1
+        let ok = dt.lanes == 1
             && dt.bits.is_power_of_two()
-            && SCALAR.get(usize::from(dt.code.0)).is_some_and(|m| m & (1 << dt.bits.trailing_zeros()) != 0)
-        {
-            return Ok(DType(dt));
-        }
+            && SCALAR.get(usize::from(dt.code.0)).is_some_and(|m| m & (1 << dt.bits.trailing_zeros()) != 0);
+        ok.then_some(DType(dt))
+    }
+
+    /// [`DType::new`] for what [`DType::common`] leaves: the rest of the
+    /// valid types, and every refusal with its reason.
+    #[cold]
+    fn other(dt: DLDataType) -> Result<DType> {
         let DLDataType { code, bits, lanes } = dt;
         let allowed: &[u8] = match code {
             Code::INT | Code::UINT => &[2, 4, 8, 16, 32, 64],

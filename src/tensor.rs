@@ -9,7 +9,7 @@ use std::alloc::Layout;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use crate::layout::{self, Dims};
 use crate::owner::{HostBuffer, Owner, ReleaseFn};
 
 /// DLPack flag bits, as in `DLManagedTensorVersioned::flags`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
 pub struct Flags(pub u64);
 
 impl Flags {
@@ -89,66 +89,76 @@ pub struct RawView<'a> {
     pub flags: u64,
 }
 
-/// Validated metadata of a view (no owner).
-#[derive(Clone)]
-pub(crate) struct View {
+/// Validated metadata of a view, but for its dimensions, which live in
+/// the tensor's block right after its header (see [`Tensor`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
     data: *mut c_void,
     byte_offset: u64,
-    shape: Dims,
-    strides: Dims,
     dtype: DType,
     device: Device,
     flags: Flags,
     numel: u64,
+    ndim: usize,
 }
 
 impl RawView<'_> {
     /// Checks everything a consumer must check before touching foreign
     /// memory: device, dtype, flags, dimensions, element count, strides,
-    /// byte extent and address arithmetic, NULL data.
+    /// byte extent and address arithmetic, NULL data. Returns the metadata
+    /// and the shape followed by the strides.
     #[cfg(test)]
-    pub(crate) fn validate(&self) -> Result<View> {
-        let mut view = MaybeUninit::uninit();
-        self.validate_into(&mut view)?;
-        // SAFETY: written on success.
-        Ok(unsafe { view.assume_init() })
+    pub(crate) fn validate(&self) -> Result<(Meta, Vec<i64>)> {
+        let mut dims = vec![0; 2 * self.shape.len()];
+        // SAFETY: room for the shape and the strides.
+        let meta = unsafe { self.validate_into(dims.as_mut_ptr()) }?;
+        Ok((meta, dims))
     }
 
-    /// As `validate`, writing the view in place (into a tensor's block, with
-    /// no copy of it on the way); `out` is written only on success.
-    fn validate_into(&self, out: &mut MaybeUninit<View>) -> Result<()> {
-        if let Some(view) = self.validate_common() {
-            out.write(view);
-            return Ok(());
+    /// As `validate`, writing the shape and then the strides to `dims` (in
+    /// the tensor's block, with no copy on the way). On failure `dims` may
+    /// have been written in part.
+    ///
+    /// # Safety
+    /// `dims` must be writable for `2 * self.shape.len()` values.
+    #[inline(always)]
+    unsafe fn validate_into(&self, dims: *mut i64) -> Result<Meta> {
+        // SAFETY: forwarded contract.
+        if let Some(meta) = unsafe { self.validate_common(dims) } {
+            return Ok(meta);
         }
-        self.validate_general(out)
+        // SAFETY: forwarded contract.
+        unsafe { self.validate_general(dims) }
     }
 
     /// The common case in one pass (what every exchange of ordinary data
-    /// takes): known flags, a byte-sized dtype, explicit strides, up to six
-    /// dimensions, memory with addresses, every product and sum in range.
-    /// It checks what [`RawView::validate_general`] checks, fused; None for
-    /// anything else, including every error, which the general path then
-    /// reports.
-    #[inline]
-    fn validate_common(&self) -> Option<View> {
-        let device = Device::new(self.device).ok()?;
-        let dtype = DType::new(self.dtype).ok()?;
+    /// takes): known flags, a byte-sized dtype, explicit strides, memory with addresses, every product and sum in range.
+    /// It checks what [`RawView::validate_general`] checks, fused, copying
+    /// each dimension as it goes; None for anything else, including every
+    /// error, which the general path then reports.
+    ///
+    /// # Safety
+    /// As for `validate_into`.
+    #[inline(always)]
+    unsafe fn validate_common(&self, dims: *mut i64) -> Option<Meta> {
+        let device = Device::addressable(self.device)?;
+        let dtype = DType::common(self.dtype)?;
         let flags = Flags(self.flags);
         let strides = self.strides?;
         let n = self.shape.len();
-        if flags.0 & !(Flags::KNOWN.0 | Flags::WRITABILITY_UNKNOWN.0) != 0
-            || n > layout::INLINE
-            || strides.len() != n
-            || !device.has_addresses()
+        if flags.0 & !(Flags::KNOWN.0 | Flags::WRITABILITY_UNKNOWN.0) != 0 || n > layout::MAX_NDIM || strides.len() != n
         {
             return None;
         }
-        let item = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED))? as i64;
+        // Sub-byte types (packed or padded) take the general path.
+        let item = i64::from(dtype.raw().bits / 8);
+        if item == 0 {
+            return None;
+        }
         // numel (zero dimensions counted as 1 for the compact size), and the
         // byte extent [lo, hi) of the elements.
         let (mut span, mut empty, mut lo, mut hi) = (1i64, false, 0i64, item);
-        for (&d, &s) in self.shape.iter().zip(strides) {
+        for (i, (&d, &s)) in self.shape.iter().zip(strides).enumerate() {
             if d < 0 {
                 return None;
             }
@@ -164,6 +174,8 @@ impl RawView<'_> {
                 }
                 hi.checked_sub(lo)?;
             }
+            // SAFETY: `i < n`; room for `2 * n` values by contract.
+            unsafe { (dims.add(i).write(d), dims.add(n + i).write(s)) };
         }
         // A compact copy must fit in isize bytes.
         span.checked_mul(item).filter(|b| *b <= isize::MAX as i64)?;
@@ -177,20 +189,22 @@ impl RawView<'_> {
                 return None;
             }
         }
-        Some(View {
+        Some(Meta {
             data: self.data.wrapping_byte_add(self.byte_offset as usize),
             byte_offset: 0,
-            shape: layout::dims(self.shape),
-            strides: layout::dims(strides),
             dtype,
             device,
             flags,
             numel,
+            ndim: n,
         })
     }
 
     /// Every case, one check at a time, with the error that says what is wrong.
-    fn validate_general(&self, out: &mut MaybeUninit<View>) -> Result<()> {
+    ///
+    /// # Safety
+    /// As for `validate_into`.
+    unsafe fn validate_general(&self, dims: *mut i64) -> Result<Meta> {
         let device = Device::new(self.device)?;
         let dtype = DType::new(self.dtype)?;
         let flags = Flags(self.flags);
@@ -198,9 +212,7 @@ impl RawView<'_> {
         if flags.0 & !allowed != 0 {
             bail!(UnsupportedFlags, "unknown DLPack flag bits {:#x}", flags.0 & !allowed);
         }
-        if self.shape.len() > layout::MAX_NDIM {
-            bail!(InvalidNdim, "ndim is {}: must be between 0 and {}", self.shape.len(), layout::MAX_NDIM);
-        }
+        check_ndim_of(self.shape)?;
         let (numel, span) = layout::sizes(self.shape)?;
         let itemsize = dtype.itemsize(flags.contains(Flags::SUBBYTE_PADDED));
         // A compact copy must be possible, as NumPy requires of every array:
@@ -256,35 +268,48 @@ impl RawView<'_> {
             }
             (self.data, self.byte_offset)
         };
-        out.write(View { data, byte_offset, shape: layout::dims(self.shape), strides, dtype, device, flags, numel });
-        Ok(())
+        let n = self.shape.len();
+        // SAFETY: room for `2 * n` values by contract; `strides` has `n`.
+        unsafe {
+            layout::copy_dims(self.shape, dims);
+            layout::copy_dims(&strides, dims.add(n));
+        }
+        Ok(Meta { data, byte_offset, dtype, device, flags, numel, ndim: n })
     }
 }
 
-impl View {
-    fn dltensor(&self) -> DLTensor {
+/// Refuses more than [`layout::MAX_NDIM`] dimensions.
+fn check_ndim_of(shape: &[i64]) -> Result<()> {
+    if shape.len() > layout::MAX_NDIM {
+        bail!(InvalidNdim, "ndim is {}: must be between 0 and {}", shape.len(), layout::MAX_NDIM);
+    }
+    Ok(())
+}
+
+impl Meta {
+    /// The view as a `DLTensor` whose shape and strides are `dims`.
+    fn dltensor(&self, dims: *mut i64) -> DLTensor {
         DLTensor {
             data: if self.numel == 0 { std::ptr::null_mut() } else { self.data },
             device: self.device.raw(),
-            ndim: self.shape.len() as i32,
+            ndim: self.ndim as i32,
             dtype: self.dtype.raw(),
-            shape: self.shape.as_ptr().cast_mut(),
-            strides: self.strides.as_ptr().cast_mut(),
+            shape: dims,
+            // SAFETY (of the address): the strides follow the shape's `ndim` values.
+            strides: dims.wrapping_add(self.ndim),
             byte_offset: self.byte_offset,
         }
     }
 }
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
 /// A view of memory kept alive by its owner: one reference-counted heap
-/// block holding the owner, the validated metadata (shape and strides
-/// inline up to six dimensions) and the view as a `DLTensor`. Clones share
-/// the block; a handle, an export and a Python object each hold one
-/// reference. The count is hand-rolled (as `std::sync::Arc`'s, without the
-/// weak count) so that the block is built in place (validation writes the
-/// view straight into it) and comes from the per-thread spares of
-/// `crate::block`.
+/// block holding the owner, the validated metadata and the view as a
+/// `DLTensor`, followed by the shape and then the strides (`ndim` values
+/// each). Clones share the block; a handle, an export and a Python object
+/// each hold one reference. The count is hand-rolled (as `std::sync::Arc`'s,
+/// without the weak count) so that the block is sized for its dimensions
+/// and built in place (validation writes them straight into it), and comes
+/// from the spares of `crate::block`.
 pub struct Tensor(NonNull<Block>);
 
 struct Block {
@@ -293,7 +318,7 @@ struct Block {
 }
 
 struct Inner {
-    view: View,
+    meta: Meta,
     /// The view as a `DLTensor` (`dlb_tensor_dltensor` returns it); it
     /// points into this block, which never moves.
     dl: DLTensor,
@@ -302,17 +327,26 @@ struct Inner {
     byte_strides: OnceLock<Dims>,
 }
 
+/// The layout of a block of `ndim` (at most `MAX_NDIM`) dimensions.
+#[inline(always)]
+fn block_layout(ndim: usize) -> Layout {
+    debug_assert!(ndim <= layout::MAX_NDIM);
+    // SAFETY: the alignment is a power of two, and with at most 64
+    // dimensions the size is far below isize::MAX; the header's size is a
+    // multiple of its alignment (8), which the values share.
+    unsafe { Layout::from_size_align_unchecked(size_of::<Block>() + 2 * ndim * size_of::<i64>(), align_of::<Block>()) }
+}
+
+/// Where a block's dimensions start (right after its header).
+fn dims_of(block: *mut Block) -> *mut i64 {
+    block.cast::<u8>().wrapping_add(size_of::<Block>()).cast::<i64>()
+}
+
 // SAFETY: `data` is only an address; `Tensor` never reads or writes through
 // it, the owner is Send + Sync, and the count is atomic.
 unsafe impl Send for Tensor {}
 // SAFETY: as above; the view is immutable and the cache is a `OnceLock`.
 unsafe impl Sync for Tensor {}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A `Tensor` lent by a raw pointer from [`Tensor::into_raw`], for `'a`.
 pub(crate) struct TensorRef<'a> {
@@ -332,21 +366,29 @@ impl Tensor {
     /// `owner` makes, called only once `raw` passes validation (so a
     /// borrowed memory's release is not called on failure, and an owner
     /// moved into the closure is dropped).
+    #[inline]
     pub(crate) fn with_owner(raw: &RawView<'_>, owner: impl FnOnce() -> Owner) -> Result<Tensor> {
-        let block = crate::block::allocate(Layout::new::<Block>()).cast::<Block>();
-        // SAFETY: the block is ours alone and the right size; every field is
-        // written before it is shared (on error it is given back unread).
+        check_ndim_of(raw.shape)?; // before sizing the block by it
+        let layout = block_layout(raw.shape.len());
+        let block = crate::block::allocate_view(layout).cast::<Block>();
+        // SAFETY: the block is ours alone and sized for the dimensions; every
+        // field is written before it is shared (on error it is given back
+        // unread).
         unsafe {
+            let dims = dims_of(block);
+            let meta = match raw.validate_into(dims) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    crate::block::release_view(block.cast(), layout);
+                    return Err(e);
+                }
+            };
             let inner = &raw mut (*block).inner;
-            if let Err(e) = raw.validate_into(&mut *(&raw mut (*inner).view).cast::<MaybeUninit<View>>()) {
-                crate::block::release(block.cast(), Layout::new::<Block>());
-                return Err(e);
-            }
-            (&raw mut (*inner).dl).write((*inner).view.dltensor());
+            (&raw mut (*inner).dl).write(meta.dltensor(dims));
+            (&raw mut (*inner).meta).write(meta);
             (&raw mut (*inner).owner).write(owner());
             (&raw mut (*inner).byte_strides).write(OnceLock::new());
             (&raw mut (*block).count).write(AtomicUsize::new(1));
-            LIVE.fetch_add(1, Ordering::Relaxed);
             Ok(Tensor(NonNull::new_unchecked(block)))
         }
     }
@@ -502,94 +544,96 @@ impl Tensor {
     /// Address of the first element (byte offset folded in for devices with
     /// addresses). May be NULL or dangling when the tensor has no elements.
     pub fn data(&self) -> *mut c_void {
-        self.inner().view.data
+        self.inner().meta.data
     }
 
     /// Byte offset kept apart from `data`: nonzero only for devices whose
     /// `data` is an opaque handle (OpenCL, Vulkan, Metal, ...).
     pub fn byte_offset(&self) -> u64 {
-        self.inner().view.byte_offset
+        self.inner().meta.byte_offset
     }
 
     /// Dimensions.
     pub fn shape(&self) -> &[i64] {
-        &self.inner().view.shape
+        // SAFETY: `ndim` values after the header, for the block's life.
+        unsafe { std::slice::from_raw_parts(self.inner().dl.shape, self.inner().meta.ndim) }
     }
 
     /// Strides in elements (always present).
     pub fn strides(&self) -> &[i64] {
-        &self.inner().view.strides
+        // SAFETY: `ndim` values after the shape, for the block's life.
+        unsafe { std::slice::from_raw_parts(self.inner().dl.strides, self.inner().meta.ndim) }
     }
 
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.inner().view.shape.len()
+        self.inner().meta.ndim
     }
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        self.inner().view.dtype
+        self.inner().meta.dtype
     }
 
     /// Device.
     pub fn device(&self) -> Device {
-        self.inner().view.device
+        self.inner().meta.device
     }
 
     /// DLPack flags (internal bits masked out: what exports carry).
     pub fn flags(&self) -> Flags {
-        self.inner().view.flags & Flags::KNOWN
+        self.inner().meta.flags & Flags::KNOWN
     }
 
     /// Whether writes are forbidden (also when the producer could not say:
     /// see [`Flags::WRITABILITY_UNKNOWN`]).
     pub fn is_readonly(&self) -> bool {
-        self.inner().view.flags.contains(Flags::READ_ONLY)
+        self.inner().meta.flags.contains(Flags::READ_ONLY)
     }
 
     /// Whether this is a legacy import, read-only because its producer
     /// could not say (see [`Flags::WRITABILITY_UNKNOWN`]).
     pub fn is_writability_unknown(&self) -> bool {
-        self.inner().view.flags.contains(Flags::WRITABILITY_UNKNOWN)
+        self.inner().meta.flags.contains(Flags::WRITABILITY_UNKNOWN)
     }
 
     /// Number of elements.
     pub fn numel(&self) -> u64 {
-        self.inner().view.numel
+        self.inner().meta.numel
     }
 
     /// Bytes per element, `None` for packed sub-byte types.
     pub fn itemsize(&self) -> Option<usize> {
-        self.inner().view.dtype.itemsize(self.inner().view.flags.contains(Flags::SUBBYTE_PADDED))
+        self.inner().meta.dtype.itemsize(self.inner().meta.flags.contains(Flags::SUBBYTE_PADDED))
     }
 
     /// Bytes of the elements (not of the strided span), packed sub-byte
     /// elements rounded up to whole bytes.
     pub fn nbytes(&self) -> u64 {
         match self.itemsize() {
-            Some(size) => self.inner().view.numel * size as u64,
-            None => (self.inner().view.numel * u64::from(self.inner().view.dtype.element_bits())).div_ceil(8),
+            Some(size) => self.inner().meta.numel * size as u64,
+            None => (self.inner().meta.numel * u64::from(self.inner().meta.dtype.element_bits())).div_ceil(8),
         }
     }
 
     /// Compact row-major (size-1 and size-0 dimensions ignored).
     pub fn is_contiguous(&self) -> bool {
-        layout::is_row_major(&self.inner().view.shape, &self.inner().view.strides)
+        layout::is_row_major(self.shape(), self.strides())
     }
 
     /// The same view with other flags (e.g. marked read-only).
     pub fn with_flags(&self, flags: Flags) -> Result<Tensor> {
         Flags::from_dlpack(flags.0)?;
-        if flags.contains(Flags::SUBBYTE_PADDED) != self.inner().view.flags.contains(Flags::SUBBYTE_PADDED) {
+        if flags.contains(Flags::SUBBYTE_PADDED) != self.inner().meta.flags.contains(Flags::SUBBYTE_PADDED) {
             bail!(InvalidArgument, "the sub-byte padding flag describes the memory and cannot be changed");
         }
-        let v = &self.inner().view;
+        let v = &self.inner().meta;
         self.derive(&RawView {
             data: v.data,
             device: v.device.raw(),
             dtype: v.dtype.raw(),
-            shape: &v.shape,
-            strides: Some(&v.strides),
+            shape: self.shape(),
+            strides: Some(self.strides()),
             byte_offset: v.byte_offset,
             flags: flags.0,
         })
@@ -621,7 +665,7 @@ impl Tensor {
     /// tensors not yet deleted, Python objects, or internal work). For leak
     /// tests: 0 once everything is released.
     pub fn live_count() -> usize {
-        LIVE.load(Ordering::Relaxed)
+        crate::block::live_views()
     }
 }
 
@@ -641,13 +685,20 @@ impl Drop for Tensor {
     fn drop(&mut self) {
         // SAFETY: the block is live until its last reference goes, here.
         unsafe {
-            if self.0.as_ref().count.fetch_sub(1, Ordering::Release) != 1 {
-                return;
+            let count = &self.0.as_ref().count;
+            // The only reference (no other can appear: a clone needs one) is
+            // dropped without a locked instruction; its Acquire load orders
+            // every other reference's uses (each dropped with Release) before
+            // the block is dropped. Otherwise as `Arc`.
+            if count.load(Ordering::Acquire) != 1 {
+                if count.fetch_sub(1, Ordering::Release) != 1 {
+                    return;
+                }
+                std::sync::atomic::fence(Ordering::Acquire);
             }
-            // Every other reference's uses happen before the block is dropped.
-            std::sync::atomic::fence(Ordering::Acquire);
+            let layout = block_layout(self.0.as_ref().inner.meta.ndim);
             std::ptr::drop_in_place(self.0.as_ptr());
-            crate::block::release(self.0.as_ptr().cast(), Layout::new::<Block>());
+            crate::block::release_view(self.0.as_ptr().cast(), layout);
         }
     }
 }
@@ -655,7 +706,7 @@ impl Drop for Tensor {
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tensor")
-            .field("data", &self.inner().view.data)
+            .field("data", &self.inner().meta.data)
             .field("shape", &self.shape())
             .field("strides", &self.strides())
             .field("dtype", &self.dtype())
@@ -686,10 +737,11 @@ pub(crate) mod tests {
         let extremes =
             [0, 1, 2, 3, -1, -2, 7, 1 << 20, -(1 << 20), 1 << 40, i64::MAX / 3, i64::MIN / 3, i64::MAX, i64::MIN];
         let pick = |r: u64| extremes[(r % extremes.len() as u64) as usize];
-        let dtypes = [DType::FLOAT32, DType::INT8, DType::COMPLEX128, DType::BOOL];
+        let int4 = DType::new(DLDataType { code: DLDataTypeCode::INT, bits: 4, lanes: 1 }).unwrap();
+        let dtypes = [DType::FLOAT32, DType::INT8, DType::COMPLEX128, DType::BOOL, int4];
         let (mut fast, mut agreed) = (0, 0);
         for _ in 0..200_000 {
-            let ndim = (next() % 5) as usize;
+            let ndim = (next() % 9) as usize;
             let small = next() % 3 != 0;
             let value = |r: u64| if small { (r % 9) as i64 - 2 } else { pick(r) };
             let shape: Vec<i64> = (0..ndim).map(|_| value(next()).max(if next() % 4 == 0 { -1 } else { 0 })).collect();
@@ -699,41 +751,37 @@ pub(crate) mod tests {
                 1 => usize::MAX as *mut c_void,
                 _ => (0x1000 + (next() % 64) as usize * 8) as *mut c_void,
             };
+            let devices =
+                [(DLDeviceType::CPU, 0), (DLDeviceType::CPU, 3), (DLDeviceType::CUDA, 1), (DLDeviceType::CUDA, -1)];
+            let (device_type, device_id) = devices[(next() % 4) as usize];
+            let device_type = if next() % 8 == 0 { DLDeviceType::OPENCL } else { device_type };
             let raw = RawView {
                 data,
-                device: Device::CPU.raw(),
-                dtype: dtypes[(next() % 4) as usize].raw(),
+                device: DLDevice { device_type, device_id },
+                dtype: dtypes[(next() % dtypes.len() as u64) as usize].raw(),
                 shape: &shape,
                 strides: Some(&strides),
                 byte_offset: if next() % 5 == 0 { u64::MAX - (next() % 16) } else { next() % 64 },
-                flags: if next() % 10 == 0 { 1 << 40 } else { next() % 4 },
+                // READ_ONLY, IS_COPIED, SUBBYTE_PADDED, WRITABILITY_UNKNOWN, unknown.
+                flags: match next() % 10 {
+                    0 => 1 << 40,
+                    1 => Flags::WRITABILITY_UNKNOWN.0 | Flags::READ_ONLY.0,
+                    _ => next() % 8,
+                },
             };
-            let mut general = MaybeUninit::uninit();
-            let verdict = raw.validate_general(&mut general);
-            if let Some(view) = raw.validate_common() {
+            let n = shape.len();
+            let (mut general, mut common) = (vec![0; 2 * n], vec![0; 2 * n]);
+            // SAFETY: room for shape and strides in each.
+            let (verdict, fused) =
+                unsafe { (raw.validate_general(general.as_mut_ptr()), raw.validate_common(common.as_mut_ptr())) };
+            if let Some(view) = fused {
                 fast += 1;
-                assert!(verdict.is_ok(), "the common path took what the general one refuses: {raw:?}: {verdict:?}");
-                // SAFETY: written on success.
-                let general = unsafe { general.assume_init() };
+                let Ok(g) = verdict else {
+                    panic!("the common path took what the general one refuses: {raw:?}: {verdict:?}")
+                };
                 assert_eq!(
-                    (
-                        view.data,
-                        view.byte_offset,
-                        &view.shape[..],
-                        &view.strides[..],
-                        view.dtype,
-                        view.flags.0,
-                        view.numel
-                    ),
-                    (
-                        general.data,
-                        general.byte_offset,
-                        &general.shape[..],
-                        &general.strides[..],
-                        general.dtype,
-                        general.flags.0,
-                        general.numel
-                    ),
+                    (view.data, view.byte_offset, view.dtype, view.device, view.flags, view.numel, view.ndim, &common),
+                    (g.data, g.byte_offset, g.dtype, g.device, g.flags, g.numel, g.ndim, &general),
                     "{raw:?}"
                 );
                 agreed += 1;
@@ -813,16 +861,17 @@ pub(crate) mod tests {
         // NULL data without elements, NULL strides, 0-d, negative strides, offset folding.
         assert!(raw(std::ptr::null_mut(), &[0, 3], None).validate().is_ok());
         assert!(raw(p, &[], None).validate().is_ok());
-        let v = raw(p.wrapping_byte_add(28), &[8], Some(&[-1])).validate().unwrap();
-        assert_eq!(v.data, p.wrapping_byte_add(28));
-        let v = RawView { byte_offset: 8, ..raw(p, &[2], None) }.validate().unwrap();
+        let (v, dims) = raw(p.wrapping_byte_add(28), &[8], Some(&[-1])).validate().unwrap();
+        assert_eq!((v.data, dims), (p.wrapping_byte_add(28), vec![8, -1]));
+        let (v, _) = RawView { byte_offset: 8, ..raw(p, &[2], None) }.validate().unwrap();
         assert_eq!((v.data, v.byte_offset), (p.wrapping_byte_add(8), 0));
         let opencl = RawView {
             device: DLDevice { device_type: DLDeviceType::OPENCL, device_id: 0 },
             byte_offset: 8,
             ..raw(p, &[2], None)
         };
-        let v = opencl.validate().unwrap();
+        let (v, dims) = opencl.validate().unwrap();
+        assert_eq!(dims, [2, 1], "row-major strides filled in");
         assert_eq!((v.data, v.byte_offset), (p, 8));
     }
 

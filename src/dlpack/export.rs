@@ -26,10 +26,13 @@ pub(crate) struct Exported<M> {
     ndim: usize,
 }
 
+#[inline(always)]
 fn block_layout<M>(ndim: usize) -> Layout {
-    // At most 64 dimensions: the size cannot overflow.
+    debug_assert!(ndim <= crate::layout::MAX_NDIM);
     let size = size_of::<Exported<M>>() + 2 * ndim * size_of::<i64>();
-    Layout::from_size_align(size, align_of::<Exported<M>>()).expect("export block layout")
+    // SAFETY: a power-of-two alignment; a tensor has at most 64 dimensions,
+    // so the size is far below isize::MAX.
+    unsafe { Layout::from_size_align_unchecked(size, align_of::<Exported<M>>()) }
 }
 
 /// The shape and strides stored after the block's header.

@@ -67,6 +67,7 @@ unsafe fn consume<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
 ///
 /// # Safety
 /// Non-NULL `shape`/`strides` must be readable for `ndim` values while `m` lives.
+#[inline(always)]
 pub(crate) unsafe fn raw_view<M: ManagedAbi>(m: &M) -> Result<RawView<'_>> {
     let dl = m.dl_tensor();
     let ndim = layout::check_ndim(dl.ndim)?;
