@@ -9,7 +9,7 @@ use std::alloc::Layout;
 use std::ffi::c_void;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -303,19 +303,39 @@ impl Meta {
 }
 
 /// A view of memory kept alive by its owner: one reference-counted heap
-/// block holding the owner, the validated metadata and the view as a
-/// `DLTensor`, followed by the shape and then the strides (`ndim` values
-/// each). Clones share the block; a handle, an export and a Python object
-/// each hold one reference. The count is hand-rolled (as `std::sync::Arc`'s,
-/// without the weak count) so that the block is sized for its dimensions
-/// and built in place (validation writes them straight into it), and comes
-/// from the spares of `crate::block`.
+/// block holding the owner, the validated metadata, the view as a
+/// `DLTensor` and room for one DLPack export of the view, followed by the
+/// shape and then the strides (`ndim` values each), and then the export's
+/// own shape and strides. Clones share the block; a handle, an export and
+/// a Python object each hold one reference. The count is hand-rolled (as
+/// `std::sync::Arc`'s, without the weak count) so that the block is sized
+/// for its dimensions and built in place (validation writes them straight
+/// into it), comes from the spares of `crate::block`, and can lend its
+/// export room (see [`Tensor::claim_slot`]).
 pub struct Tensor(NonNull<Block>);
 
 struct Block {
+    /// References, plus [`SLOT_TAKEN`] while an export lives in `slot`.
     count: AtomicUsize,
     inner: Inner,
+    slot: ExportSlot,
 }
+
+/// Room for one managed DLPack struct of either ABI, in every view's block:
+/// the first export of a view is made there, without allocating (see
+/// `crate::dlpack::export`).
+#[repr(C, align(8))]
+pub(crate) struct ExportSlot(MaybeUninit<[u8; SLOT_BYTES]>);
+
+const SLOT_BYTES: usize = {
+    let (v, l) = (size_of::<ffi::DLManagedTensorVersioned>(), size_of::<ffi::DLManagedTensor>());
+    if v > l { v } else { l }
+};
+
+/// The bit of a block's count held by the export in its slot: one share of
+/// the memory, as a reference is, taken and given back with the same one
+/// atomic instruction a clone and a drop take.
+const SLOT_TAKEN: usize = 1 << (usize::BITS - 1);
 
 struct Inner {
     meta: Meta,
@@ -327,14 +347,15 @@ struct Inner {
     byte_strides: OnceLock<Dims>,
 }
 
-/// The layout of a block of `ndim` (at most `MAX_NDIM`) dimensions.
+/// The layout of a block of `ndim` (at most `MAX_NDIM`) dimensions: the
+/// header, then the view's shape and strides, then the slot export's.
 #[inline(always)]
 fn block_layout(ndim: usize) -> Layout {
     debug_assert!(ndim <= layout::MAX_NDIM);
     // SAFETY: the alignment is a power of two, and with at most 64
     // dimensions the size is far below isize::MAX; the header's size is a
     // multiple of its alignment (8), which the values share.
-    unsafe { Layout::from_size_align_unchecked(size_of::<Block>() + 2 * ndim * size_of::<i64>(), align_of::<Block>()) }
+    unsafe { Layout::from_size_align_unchecked(size_of::<Block>() + 4 * ndim * size_of::<i64>(), align_of::<Block>()) }
 }
 
 /// Where a block's dimensions start (right after its header).
@@ -454,6 +475,80 @@ impl Tensor {
         TensorRef { tensor: ManuallyDrop::new(unsafe { Tensor::from_raw(p) }), _lent: PhantomData }
     }
 
+    /// Claims the export room in this view's block, and with it a share of
+    /// the memory (as a clone would), in one atomic instruction: the slot,
+    /// and room after the view's dimensions for `2 * ndim` values (the
+    /// export's own shape and strides). None when an export already holds
+    /// it. The claim lasts until [`Tensor::release_slot`] or
+    /// [`Tensor::slot_into_tensor`].
+    #[inline]
+    pub(crate) fn claim_slot(&self) -> Option<(NonNull<ExportSlot>, *mut i64)> {
+        let block = self.0.as_ptr();
+        // SAFETY: the block is live. Acquire: the previous holder's uses of
+        // the slot (ended by a Release) come before ours.
+        let old = unsafe { (*block).count.fetch_or(SLOT_TAKEN, Ordering::Acquire) };
+        if old & SLOT_TAKEN != 0 {
+            return None;
+        }
+        // SAFETY: a field of the live block; the export's values follow the view's.
+        unsafe { Some((NonNull::new_unchecked(&raw mut (*block).slot), dims_of(block).add(2 * self.ndim()))) }
+    }
+
+    /// The block whose slot `slot` is.
+    fn slot_block(slot: NonNull<ExportSlot>) -> *mut Block {
+        slot.as_ptr().wrapping_byte_sub(std::mem::offset_of!(Block, slot)).cast()
+    }
+
+    /// The view whose slot `slot` is, and the slot export's dimensions.
+    ///
+    /// # Safety
+    /// `slot` comes from [`Tensor::claim_slot`] and is claimed for `'a`.
+    pub(crate) unsafe fn slot_view<'a>(slot: NonNull<ExportSlot>) -> (TensorRef<'a>, *mut i64) {
+        let block = Tensor::slot_block(slot);
+        // SAFETY: the claim keeps the block alive; it is not a reference, so
+        // the borrowed tensor must not be dropped (`TensorRef` is not).
+        unsafe {
+            let view = Tensor::borrow_raw(block.cast_const().cast());
+            let dims = dims_of(block).add(2 * view.ndim());
+            (view, dims)
+        }
+    }
+
+    /// Gives up a claim: the view is freed if nothing else holds it.
+    ///
+    /// # Safety
+    /// `slot` comes from [`Tensor::claim_slot`], claimed, given up once.
+    pub(crate) unsafe fn release_slot(slot: NonNull<ExportSlot>) {
+        let block = Tensor::slot_block(slot);
+        // SAFETY: the claim keeps the block alive until here; as in `drop`.
+        unsafe {
+            let count = &(*block).count;
+            if count.load(Ordering::Acquire) != SLOT_TAKEN {
+                if count.fetch_sub(SLOT_TAKEN, Ordering::Release) != SLOT_TAKEN {
+                    return;
+                }
+                std::sync::atomic::fence(Ordering::Acquire);
+            }
+            free_block(block);
+        }
+    }
+
+    /// Turns a claim into a reference (the slot is free again), in one
+    /// atomic instruction.
+    ///
+    /// # Safety
+    /// As for [`Tensor::release_slot`]; the slot is not used afterwards.
+    pub(crate) unsafe fn slot_into_tensor(slot: NonNull<ExportSlot>) -> Tensor {
+        let block = Tensor::slot_block(slot);
+        // SAFETY: the claim keeps the block alive. Adding 1 - SLOT_TAKEN
+        // (wrapping) clears the bit, which is set, and adds a reference;
+        // Release: our uses of the slot come before the next claim.
+        unsafe {
+            (*block).count.fetch_add(1usize.wrapping_sub(SLOT_TAKEN), Ordering::Release);
+            Tensor(NonNull::new_unchecked(block))
+        }
+    }
+
     /// Whether both are the same view (not merely the same memory).
     #[cfg(test)]
     pub(crate) fn same_view(&self, other: &Tensor) -> bool {
@@ -464,7 +559,8 @@ impl Tensor {
     #[cfg(test)]
     pub(crate) fn references(&self) -> usize {
         // SAFETY: the block is live.
-        unsafe { self.0.as_ref() }.count.load(Ordering::Relaxed)
+        let count = unsafe { self.0.as_ref() }.count.load(Ordering::Relaxed);
+        (count & !SLOT_TAKEN) + usize::from(count & SLOT_TAKEN != 0)
     }
 
     /// A new zero-filled, 256-byte aligned, row-major tensor on the CPU, a
@@ -674,7 +770,7 @@ impl Clone for Tensor {
         // SAFETY: the block is live. Relaxed as in `Arc::clone`: the new
         // reference comes from an existing one.
         let old = unsafe { self.0.as_ref() }.count.fetch_add(1, Ordering::Relaxed);
-        if old > isize::MAX as usize {
+        if old & !SLOT_TAKEN >= SLOT_TAKEN >> 1 {
             std::process::abort(); // a leak of references, as `Arc` guards
         }
         Tensor(self.0)
@@ -696,10 +792,21 @@ impl Drop for Tensor {
                 }
                 std::sync::atomic::fence(Ordering::Acquire);
             }
-            let layout = block_layout(self.0.as_ref().inner.meta.ndim);
-            std::ptr::drop_in_place(self.0.as_ptr());
-            crate::block::release_view(self.0.as_ptr().cast(), layout);
+            free_block(self.0.as_ptr());
         }
+    }
+}
+
+/// Drops a block's contents and gives it back.
+///
+/// # Safety
+/// `block` is live and nothing refers to it any more.
+unsafe fn free_block(block: *mut Block) {
+    // SAFETY: by contract; the layout is read before the drop.
+    unsafe {
+        let layout = block_layout((*block).inner.meta.ndim);
+        std::ptr::drop_in_place(block);
+        crate::block::release_view(block.cast(), layout);
     }
 }
 

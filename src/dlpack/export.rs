@@ -1,6 +1,9 @@
-//! DLPack producer: a `Tensor` becomes a managed tensor in one heap block
-//! that holds the managed struct, a reference to the tensor (which keeps
-//! the memory alive) and the shape and strides the struct points at.
+//! DLPack producer: a `Tensor` becomes a managed tensor, made in the export
+//! room of the view's own block when it is free (the first export of a
+//! view: no allocation; see `Tensor::claim_slot`), else in a heap block of
+//! its own that holds the managed struct, a reference to the tensor (which
+//! keeps the memory alive) and the shape and strides the struct points
+//! at. Either way the shape and strides are the export's own copy.
 
 use std::alloc::Layout;
 use std::ffi::c_void;
@@ -10,7 +13,7 @@ use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned, DLTensor};
 
 use super::ManagedAbi;
 use crate::error::{Result, bail};
-use crate::tensor::{Flags, Tensor};
+use crate::tensor::{ExportSlot, Flags, Tensor};
 
 /// The block behind every managed tensor we produce: the managed struct
 /// first (so a pointer to it is a pointer to the block), the tensor whose
@@ -47,15 +50,23 @@ unsafe fn dims<M>(block: *mut Exported<M>) -> *mut i64 {
 
 /// Whether `mt` is one of our exports coming back, so an import can take
 /// its view instead of stacking another layer on each round trip. Our
-/// exports point `manager_ctx` at their own block and carry our deleter: a
-/// consumer that copies the struct elsewhere (and perhaps puts in its own
-/// deleter, which DLPack allows: `manager_ctx` is opaque) fails the address
-/// test, so its tensor is treated as foreign and its deleter runs.
+/// exports point `manager_ctx` at themselves and carry one of our deleters
+/// (which says where the export lives): a consumer that copies the struct
+/// elsewhere (and perhaps puts in its own deleter, which DLPack allows:
+/// `manager_ctx` is opaque) fails the address test, so its tensor is
+/// treated as foreign and its deleter runs.
 pub(crate) fn is_ours<M: ManagedAbi>(mt: NonNull<M>) -> bool {
     // SAFETY: the caller holds a live managed tensor.
     let m = unsafe { mt.as_ref() };
     m.manager_ctx() == mt.as_ptr().cast::<c_void>()
-        && m.deleter().is_some_and(|d| std::ptr::fn_addr_eq(d, M::EXPORT_DELETER))
+        && m.deleter().is_some_and(|d| {
+            std::ptr::fn_addr_eq(d, M::EXPORT_DELETER) || std::ptr::fn_addr_eq(d, M::SLOT_DELETER)
+        })
+}
+
+/// Whether our export `mt` lives in its view's slot (not a block of its own).
+fn in_slot<M: ManagedAbi>(m: &M) -> bool {
+    m.deleter().is_some_and(|d| std::ptr::fn_addr_eq(d, M::SLOT_DELETER))
 }
 
 /// The deleter of our versioned exports (see [`delete`]).
@@ -74,6 +85,37 @@ pub(crate) unsafe extern "C" fn delete_versioned(mt: *mut DLManagedTensorVersion
 pub(crate) unsafe extern "C" fn delete_legacy(mt: *mut DLManagedTensor) {
     // SAFETY: forwarded contract.
     unsafe { delete(mt) }
+}
+
+/// The deleter of our versioned exports made in a view's slot (see [`vacate`]).
+///
+/// # Safety
+/// As for [`vacate`].
+pub(crate) unsafe extern "C" fn vacate_versioned(mt: *mut DLManagedTensorVersioned) {
+    // SAFETY: forwarded contract.
+    unsafe { vacate(mt) }
+}
+
+/// The deleter of our legacy exports made in a view's slot (see [`vacate`]).
+///
+/// # Safety
+/// As for [`vacate`].
+pub(crate) unsafe extern "C" fn vacate_legacy(mt: *mut DLManagedTensor) {
+    // SAFETY: forwarded contract.
+    unsafe { vacate(mt) }
+}
+
+/// Ends an export made in its view's slot: the slot is free again, and the
+/// view is freed if nothing else holds it.
+///
+/// # Safety
+/// `mt` must be a slot export this module produced, not yet deleted.
+/// Called from C: a panic while freeing is caught, as in [`delete`].
+unsafe fn vacate<M>(mt: *mut M) {
+    if let Some(slot) = NonNull::new(mt.cast::<ExportSlot>()) {
+        // SAFETY: by contract, a claimed slot, given up once.
+        let _ = std::panic::catch_unwind(|| unsafe { Tensor::release_slot(slot) });
+    }
 }
 
 /// Frees an export's block, which drops the tensor's hold on its memory.
@@ -105,13 +147,21 @@ unsafe fn delete<M: ManagedAbi>(mt: *mut M) {
 /// # Safety
 /// `mt` must be a live block from this module whose ownership passes here.
 pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
-    let block = mt.as_ptr().cast::<Exported<M>>();
-    // SAFETY: a live block of `ndim` dimensions (the caller's contract).
-    let (tensor, ndim, dims) = unsafe { (&(*block).tensor, (*block).ndim, dims(block)) };
-    // SAFETY: `2 * ndim` values follow the header.
-    let (shape, strides) = unsafe { std::slice::from_raw_parts(dims, 2 * ndim).split_at(ndim) };
     // SAFETY: the block is live.
     let managed = unsafe { mt.as_ref() };
+    let slot = in_slot(managed).then(|| mt.cast::<ExportSlot>());
+    let block = mt.as_ptr().cast::<Exported<M>>();
+    // SAFETY: a live export (the caller's contract): a claimed slot, or a
+    // block of `ndim` dimensions; `2 * ndim` values follow either.
+    let (tensor, dims) = unsafe {
+        match slot {
+            Some(slot) => Tensor::slot_view(slot),
+            None => (Tensor::borrow_raw((*block).tensor.as_raw()), dims(block)),
+        }
+    };
+    let ndim = tensor.ndim();
+    // SAFETY: `2 * ndim` values, as exported.
+    let (shape, strides) = unsafe { std::slice::from_raw_parts(dims, 2 * ndim).split_at(ndim) };
     let (now, then) = (managed.dl_tensor(), tensor.dltensor());
     let unchanged = now.data == then.data
         && now.device == then.device
@@ -124,43 +174,63 @@ pub(crate) unsafe fn reclaim<M: ManagedAbi>(mt: NonNull<M>) -> Result<Tensor> {
         && shape == tensor.shape()
         && strides == tensor.strides();
     if unchanged {
-        // SAFETY: the tensor is moved out once and the block freed without
-        // dropping it again.
+        // SAFETY: the export's share of the memory becomes the tensor
+        // returned, once; the export is not used again.
         unsafe {
-            let tensor = std::ptr::read(&raw const (*block).tensor);
-            crate::block::release(block.cast(), block_layout::<M>(ndim));
-            return Ok(tensor);
+            return Ok(match slot {
+                Some(slot) => Tensor::slot_into_tensor(slot),
+                None => {
+                    let tensor = std::ptr::read(&raw const (*block).tensor);
+                    crate::block::release(block.cast(), block_layout::<M>(ndim));
+                    tensor
+                }
+            });
         }
     }
-    // SAFETY: the fields point into the block or to memory the holder vouches for.
+    // SAFETY: the fields point into the export or to memory the holder vouches for.
     let made = unsafe { super::import::raw_view(managed) }.and_then(|raw| tensor.derive(&raw));
-    // SAFETY: the block is ours to free, once.
-    unsafe { delete(mt.as_ptr()) };
+    // SAFETY: the export is ours to end, once.
+    unsafe {
+        match slot {
+            Some(_) => vacate(mt.as_ptr()),
+            None => delete(mt.as_ptr()),
+        }
+    }
     made
 }
 
-fn export<M: ManagedAbi>(tensor: Tensor) -> *mut M {
+fn export<M: ManagedAbi>(tensor: &Tensor) -> *mut M {
+    const { assert!(size_of::<M>() <= size_of::<ExportSlot>() && align_of::<M>() <= align_of::<ExportSlot>()) };
     let ndim = tensor.ndim();
-    let block = crate::block::allocate(block_layout::<M>(ndim)).cast::<Exported<M>>();
-    // SAFETY: every field and the `2 * ndim` values are written before the
-    // block is handed out; the managed struct points at the values.
+    let (mt, dims, deleter) = match tensor.claim_slot() {
+        Some((slot, dims)) => (slot.as_ptr().cast::<M>(), dims, M::SLOT_DELETER),
+        None => {
+            let block = crate::block::allocate(block_layout::<M>(ndim)).cast::<Exported<M>>();
+            // SAFETY: a fresh block of the right size; the managed struct is
+            // written below.
+            unsafe {
+                (&raw mut (*block).ndim).write(ndim);
+                (&raw mut (*block).tensor).write(tensor.clone());
+                (block.cast::<M>(), dims(block), M::EXPORT_DELETER)
+            }
+        }
+    };
+    // SAFETY: `mt` has room for an `M` and `dims` for `2 * ndim` values, all
+    // written before the export is handed out; the struct points at them.
     unsafe {
-        let dims = dims(block);
         crate::layout::copy_dims(tensor.shape(), dims);
         crate::layout::copy_dims(tensor.strides(), dims.add(ndim));
         let dl = DLTensor { shape: dims, strides: dims.add(ndim), ..tensor.dltensor() };
-        (&raw mut (*block).managed).write(M::new(dl, tensor.flags().0, block.cast()));
-        (&raw mut (*block).ndim).write(ndim);
-        (&raw mut (*block).tensor).write(tensor);
+        mt.write(M::new(dl, tensor.flags().0, mt.cast(), deleter));
     }
-    block.cast()
+    mt
 }
 
 /// Exports as a `DLManagedTensorVersioned`, zero copy: strides always
 /// filled, byte offset folded into `data` (for devices with addresses),
 /// READ_ONLY / IS_COPIED / padding flags carried. The consumer owns the
-/// result and must call its deleter once.
-pub fn to_versioned(tensor: Tensor) -> *mut DLManagedTensorVersioned {
+/// result and must call its deleter once; it holds a share of the memory.
+pub fn to_versioned(tensor: &Tensor) -> *mut DLManagedTensorVersioned {
     export(tensor)
 }
 
@@ -168,7 +238,7 @@ pub fn to_versioned(tensor: Tensor) -> *mut DLManagedTensorVersioned {
 /// the legacy ABI cannot say "read-only", and a consumer would write. A
 /// legacy import (read-only only because its producer could not say) may
 /// leave this way again.
-pub fn to_legacy(tensor: Tensor) -> Result<*mut DLManagedTensor> {
+pub fn to_legacy(tensor: &Tensor) -> Result<*mut DLManagedTensor> {
     if tensor.is_readonly() && !tensor.is_writability_unknown() {
         bail!(
             ReadOnly,

@@ -20,11 +20,14 @@ pub(crate) type Deleter<M> = unsafe extern "C" fn(*mut M);
 /// What import and export need to know of a managed-tensor ABI.
 pub(crate) trait ManagedAbi: Sized + 'static {
     /// A managed struct for `dl` whose `manager_ctx` is `ctx`, freed by
-    /// this ABI's export deleter.
-    fn new(dl: DLTensor, flags: u64, ctx: *mut c_void) -> Self;
-    /// The deleter of our exports of this ABI: one non-generic function per
-    /// ABI, so its address is one symbol that imports can compare against.
+    /// `deleter`.
+    fn new(dl: DLTensor, flags: u64, ctx: *mut c_void, deleter: Deleter<Self>) -> Self;
+    /// The deleter of our exports of this ABI in blocks of their own: one
+    /// non-generic function per ABI, so its address is one symbol that
+    /// imports can compare against.
     const EXPORT_DELETER: Deleter<Self>;
+    /// The deleter of our exports of this ABI made in a view's slot.
+    const SLOT_DELETER: Deleter<Self>;
     /// The producer's deleter.
     fn deleter(&self) -> Option<Deleter<Self>>;
     /// The producer's private context.
@@ -41,11 +44,12 @@ pub(crate) trait ManagedAbi: Sized + 'static {
 
 impl ManagedAbi for DLManagedTensorVersioned {
     const EXPORT_DELETER: Deleter<Self> = export::delete_versioned;
-    fn new(dl_tensor: DLTensor, flags: u64, manager_ctx: *mut c_void) -> Self {
+    const SLOT_DELETER: Deleter<Self> = export::vacate_versioned;
+    fn new(dl_tensor: DLTensor, flags: u64, manager_ctx: *mut c_void, deleter: Deleter<Self>) -> Self {
         DLManagedTensorVersioned {
             version: DLPackVersion { major: DLPACK_MAJOR_VERSION, minor: DLPACK_MINOR_VERSION },
             manager_ctx,
-            deleter: Some(Self::EXPORT_DELETER),
+            deleter: Some(deleter),
             flags: dlpark::DlpackFlags::from_bits_retain(flags),
             dl_tensor,
         }
@@ -72,8 +76,9 @@ impl ManagedAbi for DLManagedTensorVersioned {
 
 impl ManagedAbi for DLManagedTensor {
     const EXPORT_DELETER: Deleter<Self> = export::delete_legacy;
-    fn new(dl_tensor: DLTensor, _flags: u64, manager_ctx: *mut c_void) -> Self {
-        DLManagedTensor { dl_tensor, manager_ctx, deleter: Some(Self::EXPORT_DELETER) }
+    const SLOT_DELETER: Deleter<Self> = export::vacate_legacy;
+    fn new(dl_tensor: DLTensor, _flags: u64, manager_ctx: *mut c_void, deleter: Deleter<Self>) -> Self {
+        DLManagedTensor { dl_tensor, manager_ctx, deleter: Some(deleter) }
     }
     fn deleter(&self) -> Option<Deleter<Self>> {
         self.deleter
@@ -105,6 +110,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::{DType, Device, Flags, Tensor};
+    use dlpark::ffi::DLManagedTensor;
 
     /// A foreign producer: a boxed managed tensor over a boxed buffer whose
     /// deleter counts its calls.
@@ -137,7 +143,7 @@ mod tests {
             byte_offset: 0,
         };
         let mut f = Box::new(Foreign {
-            managed: DLManagedTensorVersioned::new(dl, 0, std::ptr::null_mut()),
+            managed: DLManagedTensorVersioned::new(dl, 0, std::ptr::null_mut(), foreign_delete),
             shape: [2, 3],
             strides: [3, 1],
             data: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
@@ -156,7 +162,7 @@ mod tests {
         static DELETES: AtomicU32 = AtomicU32::new(0);
         // SAFETY: a valid foreign tensor whose ownership we give up.
         let t = unsafe { import::from_versioned(foreign(&DELETES, |_| {})) }.unwrap();
-        let exported = export::to_versioned(t.clone());
+        let exported = export::to_versioned(&t);
         drop(t);
         assert_eq!(DELETES.load(Ordering::SeqCst), 0);
         // SAFETY: our own export; its deleter frees it.
@@ -203,14 +209,126 @@ mod tests {
         let t = unsafe { import::from_versioned(mt) }.unwrap();
         assert_eq!(t.strides(), &[3, 1]);
         assert!(t.is_readonly());
-        assert_eq!(export::to_legacy(t.clone()).unwrap_err().kind(), ErrorKind::ReadOnly);
-        let v = export::to_versioned(t);
+        assert_eq!(export::to_legacy(&t).unwrap_err().kind(), ErrorKind::ReadOnly);
+        let v = export::to_versioned(&t);
         // SAFETY: our export.
         unsafe {
             assert_eq!((*v).flags.bits() & Flags::READ_ONLY.0, Flags::READ_ONLY.0);
             ((*v).deleter.unwrap())(v);
         }
+        assert_eq!(DELETES.load(Ordering::SeqCst), 0, "the tensor still holds the memory");
+        drop(t);
         assert_eq!(DELETES.load(Ordering::SeqCst), 1);
+    }
+
+    /// The first export of a view is made in the view's own block, a
+    /// second one while the first lives in a block of its own; each holds
+    /// the memory, whatever order the view and the exports go in.
+    #[test]
+    fn exports_in_the_slot_and_beside_it_hold_the_memory_in_any_order() {
+        static DELETES: AtomicU32 = AtomicU32::new(0);
+        type Order = fn(Tensor, *mut DLManagedTensorVersioned, *mut DLManagedTensor);
+        let orders: [Order; 3] = [
+            // SAFETY (all three): our exports, each deleted once.
+            |t, v, l| unsafe {
+                drop(t);
+                ((*v).deleter.unwrap())(v);
+                ((*l).deleter.unwrap())(l);
+            },
+            |t, v, l| unsafe {
+                ((*l).deleter.unwrap())(l);
+                drop(t);
+                ((*v).deleter.unwrap())(v);
+            },
+            |t, v, l| unsafe {
+                ((*v).deleter.unwrap())(v);
+                ((*l).deleter.unwrap())(l);
+                drop(t);
+            },
+        ];
+        for (i, order) in orders.into_iter().enumerate() {
+            // SAFETY: ownership given up.
+            let t = unsafe { import::from_versioned(foreign(&DELETES, |_| {})) }.unwrap();
+            let v = export::to_versioned(&t);
+            let l = export::to_legacy(&t).unwrap();
+            // SAFETY: live exports.
+            unsafe {
+                assert!(std::ptr::fn_addr_eq((*v).deleter.unwrap(), DLManagedTensorVersioned::SLOT_DELETER));
+                assert!(std::ptr::fn_addr_eq((*l).deleter.unwrap(), DLManagedTensor::EXPORT_DELETER));
+                assert_eq!(((*v).dl_tensor.data, (*l).dl_tensor.data), (t.data(), t.data()));
+                assert_ne!((*v).dl_tensor.shape, t.shape().as_ptr().cast_mut(), "the export's own shape");
+            }
+            assert_eq!(t.references(), 3);
+            order(t, v, l);
+            assert_eq!(DELETES.load(Ordering::SeqCst), i as u32 + 1, "order {i}: the memory is released once");
+        }
+    }
+
+    #[test]
+    fn the_slot_is_free_again_after_its_export_goes() {
+        let t = Tensor::zeros(Device::CPU, DType::FLOAT32, &[2, 2]).unwrap();
+        for _ in 0..3 {
+            let v = export::to_versioned(&t);
+            // SAFETY: our export, deleted once.
+            unsafe {
+                assert!(std::ptr::fn_addr_eq((*v).deleter.unwrap(), DLManagedTensorVersioned::SLOT_DELETER));
+                ((*v).deleter.unwrap())(v);
+            }
+            assert_eq!(t.references(), 1);
+        }
+        // Back through an import, unchanged: the slot's share becomes the
+        // tensor, and the slot is free for the next export.
+        let v = export::to_versioned(&t);
+        // SAFETY: our export, ownership given up.
+        let back = unsafe { import::from_versioned(NonNull::new(v).unwrap()) }.unwrap();
+        assert!(back.same_view(&t));
+        assert_eq!(t.references(), 2);
+        let again = export::to_versioned(&back);
+        // SAFETY: as above.
+        unsafe {
+            assert!(std::ptr::fn_addr_eq((*again).deleter.unwrap(), DLManagedTensorVersioned::SLOT_DELETER));
+            ((*again).deleter.unwrap())(again);
+        }
+    }
+
+    #[test]
+    fn threads_exporting_one_view_share_its_slot_safely() {
+        let t = Tensor::zeros(Device::CPU, DType::INT32, &[3, 4]).unwrap();
+        let (data, shape) = (t.data() as usize, t.shape().to_vec());
+        // Exports made on one thread are deleted on another.
+        let (send, receive) = std::sync::mpsc::channel::<usize>();
+        let deleter = std::thread::spawn(move || {
+            for v in receive {
+                let v = v as *mut DLManagedTensorVersioned;
+                // SAFETY: our export, deleted once, here.
+                unsafe { ((*v).deleter.unwrap())(v) };
+            }
+        });
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let send = send.clone();
+                let t = &t;
+                let shape = &shape;
+                s.spawn(move || {
+                    for i in 0..20_000 {
+                        let v = export::to_versioned(t);
+                        // SAFETY: a live export.
+                        unsafe {
+                            assert_eq!((*v).dl_tensor.data as usize, data);
+                            assert_eq!(std::slice::from_raw_parts((*v).dl_tensor.shape, 2), &shape[..]);
+                            if i % 2 == 0 {
+                                ((*v).deleter.unwrap())(v);
+                            } else {
+                                send.send(v as usize).unwrap();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        drop(send);
+        deleter.join().unwrap();
+        assert_eq!(t.references(), 1);
     }
 
     #[test]
@@ -218,10 +336,10 @@ mod tests {
         let t = Tensor::zeros(Device::CPU, DType::INT16, &[4, 5]).unwrap();
         let mut current = t.clone();
         for _ in 0..1000 {
-            let legacy = export::to_legacy(current).unwrap();
+            let legacy = export::to_legacy(&current).unwrap();
             // SAFETY: our own export, ownership given up.
             let back = unsafe { import::from_legacy(NonNull::new(legacy).unwrap()) }.unwrap();
-            let v = export::to_versioned(back);
+            let v = export::to_versioned(&back);
             // SAFETY: as above.
             current = unsafe { import::from_versioned(NonNull::new(v).unwrap()) }.unwrap();
         }
@@ -252,7 +370,7 @@ mod tests {
         static DELETES: AtomicU32 = AtomicU32::new(0);
         let t = Tensor::zeros(Device::CPU, DType::FLOAT32, &[3, 2]).unwrap();
         for keep_our_deleter in [false, true] {
-            let inner = export::to_versioned(t.clone());
+            let inner = export::to_versioned(&t);
             // SAFETY: `inner` is live; the copy keeps its manager_ctx (and, in
             // the second round, even its deleter, though ours is still called
             // only through the wrapper's).
@@ -281,7 +399,7 @@ mod tests {
         let t = Tensor::zeros(Device::CPU, DType::INT16, &[4, 5]).unwrap();
         // The holder narrows the shape in the export's own arrays: a new
         // view of the same memory; the tensor itself is untouched.
-        let v = export::to_versioned(t.clone());
+        let v = export::to_versioned(&t);
         // SAFETY: our export, fields edited as a holder may, then given back.
         let narrowed = unsafe {
             *(*v).dl_tensor.shape.add(1) = 2;
@@ -292,7 +410,7 @@ mod tests {
         assert_eq!(t.shape(), &[4, 5]);
         // A view of a view keeps only the memory's first view alive (no chain).
         drop(t);
-        let again = export::to_versioned(narrowed.clone());
+        let again = export::to_versioned(&narrowed);
         // SAFETY: as above.
         let flagged = unsafe {
             (*again).flags = dlpark::DlpackFlags::READ_ONLY;
@@ -300,7 +418,7 @@ mod tests {
         };
         assert!(flagged.is_readonly() && !narrowed.is_readonly());
         // A change that does not validate is refused, and the block freed.
-        let bad = export::to_versioned(narrowed.clone());
+        let bad = export::to_versioned(&narrowed);
         // SAFETY: as above.
         let e = unsafe {
             *(*bad).dl_tensor.strides = i64::MAX;

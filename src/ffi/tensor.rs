@@ -243,7 +243,7 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack_versioned(
         let t = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
         // SAFETY: `out` is non-NULL and writable by contract.
-        unsafe { out.write(export::to_versioned(t.clone())) };
+        unsafe { out.write(export::to_versioned(&t)) };
         Ok(())
     })
 }
@@ -261,7 +261,7 @@ pub unsafe extern "C" fn dlb_tensor_to_dlpack(t: *const dlb_tensor, out: *mut *m
         // SAFETY: `t` is a live handle by contract.
         let t = unsafe { tensor_arg(t, "t") }?;
         let out = non_null(out, "out")?;
-        let managed = export::to_legacy(t.clone())?;
+        let managed = export::to_legacy(&t)?;
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(managed) };
         Ok(())

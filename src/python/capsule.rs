@@ -23,9 +23,9 @@ const USED_LEGACY: &CStr = c"used_dltensor";
 /// read-only data). The capsule frees the tensor if nobody consumes it.
 pub fn export(py: Py<'_>, tensor: Tensor, versioned: bool) -> PyResult<Owned> {
     let (ptr, name): (*mut c_void, &CStr) = if versioned {
-        (export::to_versioned(tensor).cast(), VERSIONED)
+        (export::to_versioned(&tensor).cast(), VERSIONED)
     } else {
-        (py.ok(export::to_legacy(tensor))?.cast(), LEGACY)
+        (py.ok(export::to_legacy(&tensor))?.cast(), LEGACY)
     };
     // SAFETY: GIL held (token); the name is static.
     let capsule = py.owned(unsafe { (py.api().capsule_new)(ptr, name.as_ptr(), Some(destructor)) });
