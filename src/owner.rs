@@ -28,11 +28,14 @@ pub(crate) enum Owner {
     /// A foreign legacy DLPack tensor.
     Legacy(NonNull<DLManagedTensor>),
     /// CUDA device memory of ours (freed by its Drop, on its device).
+    /// Boxed, as is `Pinned`: their stream bookkeeping would otherwise make
+    /// every owner (which each import moves into a view's block) three
+    /// times as large.
     #[cfg(feature = "cuda")]
-    Device(#[allow(dead_code)] crate::cuda::DeviceBuffer),
+    Device(#[allow(dead_code)] Box<crate::cuda::DeviceBuffer>),
     /// Pinned host memory of ours (freed by its Drop).
     #[cfg(feature = "cuda")]
-    Pinned(#[allow(dead_code)] crate::cuda::PinnedBuffer),
+    Pinned(#[allow(dead_code)] Box<crate::cuda::PinnedBuffer>),
     /// Another view's memory: that tensor (which has an owner of its own
     /// kind) stays alive as long as this one.
     Parent(#[allow(dead_code)] crate::tensor::Tensor),

@@ -598,7 +598,7 @@ impl Tensor {
             DLDeviceType::CUDA => {
                 let buffer = crate::cuda::DeviceBuffer::new(device.id(), bytes, zero)?;
                 let data = buffer.ptr();
-                (Owner::Device(buffer), data)
+                (Owner::Device(Box::new(buffer)), data)
             }
             #[cfg(feature = "cuda")]
             DLDeviceType::CUDAHOST => {
@@ -608,7 +608,7 @@ impl Tensor {
                     unsafe { std::ptr::write_bytes(buffer.ptr().cast::<u8>(), 0, bytes) };
                 }
                 let data = buffer.ptr();
-                (Owner::Pinned(buffer), data)
+                (Owner::Pinned(Box::new(buffer)), data)
             }
             _ => bail!(UnsupportedDevice, "cannot allocate on {device} (CPU, CUDA and pinned CUDA host memory can be)"),
         };

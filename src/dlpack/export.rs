@@ -59,9 +59,8 @@ pub(crate) fn is_ours<M: ManagedAbi>(mt: NonNull<M>) -> bool {
     // SAFETY: the caller holds a live managed tensor.
     let m = unsafe { mt.as_ref() };
     m.manager_ctx() == mt.as_ptr().cast::<c_void>()
-        && m.deleter().is_some_and(|d| {
-            std::ptr::fn_addr_eq(d, M::EXPORT_DELETER) || std::ptr::fn_addr_eq(d, M::SLOT_DELETER)
-        })
+        && m.deleter()
+            .is_some_and(|d| std::ptr::fn_addr_eq(d, M::EXPORT_DELETER) || std::ptr::fn_addr_eq(d, M::SLOT_DELETER))
 }
 
 /// Whether our export `mt` lives in its view's slot (not a block of its own).

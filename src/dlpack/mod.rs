@@ -228,21 +228,23 @@ mod tests {
     fn exports_in_the_slot_and_beside_it_hold_the_memory_in_any_order() {
         static DELETES: AtomicU32 = AtomicU32::new(0);
         type Order = fn(Tensor, *mut DLManagedTensorVersioned, *mut DLManagedTensor);
+        // Each deletes both exports once and drops the view, in its order.
         let orders: [Order; 3] = [
-            // SAFETY (all three): our exports, each deleted once.
-            |t, v, l| unsafe {
+            |t, v, l| {
                 drop(t);
-                ((*v).deleter.unwrap())(v);
-                ((*l).deleter.unwrap())(l);
+                // SAFETY: our exports, each deleted once.
+                unsafe { (((*v).deleter.unwrap())(v), ((*l).deleter.unwrap())(l)) };
             },
-            |t, v, l| unsafe {
-                ((*l).deleter.unwrap())(l);
+            |t, v, l| {
+                // SAFETY: as above.
+                unsafe { ((*l).deleter.unwrap())(l) };
                 drop(t);
-                ((*v).deleter.unwrap())(v);
+                // SAFETY: as above.
+                unsafe { ((*v).deleter.unwrap())(v) };
             },
-            |t, v, l| unsafe {
-                ((*v).deleter.unwrap())(v);
-                ((*l).deleter.unwrap())(l);
+            |t, v, l| {
+                // SAFETY: as above.
+                unsafe { (((*v).deleter.unwrap())(v), ((*l).deleter.unwrap())(l)) };
                 drop(t);
             },
         ];

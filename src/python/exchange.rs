@@ -157,7 +157,7 @@ unsafe extern "C" fn to_managed(o: *mut c_void, out: *mut *mut DLManagedTensorVe
                 return Err(py.raise(Exc::Value, "out must not be NULL"));
             }
             PRODUCED.fetch_add(1, Ordering::Relaxed);
-            out.write(export::to_versioned(&t));
+            out.write(export::to_versioned(t));
             Ok(0)
         })
     }
