@@ -477,7 +477,10 @@ const char *dlb_last_error_message(void);
 // holders does: `dlb_tensor` handles (and their retains), exported DLPack
 // tensors whose deleter has not run yet (an export holds the view it was
 // made from), other views of its memory. A program that freed everything
-// sees 0. For leak tests.
+// sees 0. For leak tests. Exact once the calls of other threads that made
+// or freed views are ordered before this one (the threads joined, or
+// synchronised with the caller); while they run it is a snapshot. Each
+// thread counts its own part without a locked instruction.
 size_t dlb_live_tensor_count(void);
 
 // The library's version, "MAJOR.MINOR.PATCH" (static; compare with

@@ -146,7 +146,10 @@ pub extern "C" fn dlb_last_error_message() -> *const c_char {
 /// holders does: `dlb_tensor` handles (and their retains), exported DLPack
 /// tensors whose deleter has not run yet (an export holds the view it was
 /// made from), other views of its memory. A program that freed everything
-/// sees 0. For leak tests.
+/// sees 0. For leak tests. Exact once the calls of other threads that made
+/// or freed views are ordered before this one (the threads joined, or
+/// synchronised with the caller); while they run it is a snapshot. Each
+/// thread counts its own part without a locked instruction.
 #[unsafe(no_mangle)]
 pub extern "C" fn dlb_live_tensor_count() -> usize {
     guard::value(0, Tensor::live_count)
