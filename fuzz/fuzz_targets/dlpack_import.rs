@@ -1,7 +1,11 @@
 //! Foreign DLManagedTensorVersioned / DLManagedTensor validation: arbitrary
 //! version, ndim, shape, strides, dtype, device, byte_offset, flags, NULL
 //! pointers. Whatever the input: no crash, the deleter runs exactly once,
-//! and an accepted tensor can be exported, copied and described.
+//! and an accepted tensor can be exported, copied and described. Its
+//! exports (the first made in the view's own block, the second beside it)
+//! come back through an import after a holder changed their fields (within
+//! their own arrays): each is either the same view, or a new view validated
+//! like any foreign tensor, or refused; every export ends exactly once.
 #![no_main]
 
 use std::cell::Cell;
@@ -71,9 +75,33 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(t) = imported {
         assert_eq!(DELETES.with(Cell::get), 0);
-        let v = export::to_versioned(t.clone());
+        let v = export::to_versioned(&t);
         // SAFETY: our own export, deleted once.
         unsafe { ((*v).deleter.unwrap())(v) };
+        let in_slot = export::to_versioned(&t);
+        let beside = export::to_versioned(&t);
+        for mt in [in_slot, beside] {
+            // SAFETY: our live export; the holder edits its own fields and
+            // arrays (never more dimensions than exported), then gives it back.
+            let back = unsafe {
+                let dl = &mut (*mt).dl_tensor;
+                let n = dl.ndim as usize;
+                match b.u8() % 8 {
+                    0 if n > 0 => *dl.shape.add(usize::from(b.u8()) % n) = b.dim(),
+                    1 if n > 0 => *dl.strides.add(usize::from(b.u8()) % n) = b.dim(),
+                    2 => dl.ndim = i32::from(b.u8()) % (dl.ndim + 1),
+                    3 => dl.byte_offset = b.u64(),
+                    4 => (*mt).flags = dlpark::DlpackFlags::from_bits_retain(b.u64() & 0xff),
+                    5 => dl.data = dl.data.wrapping_byte_add(b.u64() as usize),
+                    6 => dl.strides = std::ptr::null_mut(),
+                    _ => {}
+                }
+                import::from_versioned(std::ptr::NonNull::new(mt).unwrap())
+            };
+            if let Ok(back) = back {
+                let _ = back.nbytes();
+            }
+        }
         let _ = dlbridge::array_interface::typestr(t.dtype(), t.flags().contains(dlbridge::Flags::SUBBYTE_PADDED));
         // Stride-0 (broadcast) views may be petabytes once compacted: those get
         // OutOfMemory; copy only what fits in memory here.
