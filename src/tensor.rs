@@ -311,7 +311,7 @@ impl Meta {
 /// `std::sync::Arc`'s, without the weak count) so that the block is sized
 /// for its dimensions and built in place (validation writes them straight
 /// into it), comes from the spares of `crate::block`, and can lend its
-/// export room (see [`Tensor::claim_slot`]).
+/// export room (see `Tensor::claim_slot`).
 pub struct Tensor(NonNull<Block>);
 
 struct Block {
